@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from callbacks.checkpoint import BestAndLastCheckpoint
 from callbacks.guards import FiniteLossGuard
+from callbacks.rng import RandomStateCheckpoint
 from modules.errors import GapbridgeError
 
 
@@ -25,6 +26,7 @@ class GapbridgeCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.add_lightning_class_args(RichProgressBar, "progress_bar")
         parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
+        parser.add_lightning_class_args(RandomStateCheckpoint, "random_state")
 
     def after_instantiate_classes(self) -> None:
         # before any run directory exists: a mismatch must not leave a half-made run behind
@@ -57,9 +59,19 @@ def main(args=None) -> GapbridgeCLI | None:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-    except GapbridgeError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        cause = _user_error(error)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def _user_error(error: BaseException | None) -> GapbridgeError | None:
+    """The GapbridgeError behind ``error``: jsonargparse wraps errors raised while instantiating classes."""
+    while error is not None and not isinstance(error, GapbridgeError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 if __name__ == "__main__":

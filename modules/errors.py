@@ -9,7 +9,7 @@ class GapbridgeError(Exception):
     """A problem with the user's configuration, data or run that the message explains."""
 
 
-class ConfigError(GapbridgeError, ValueError):
+class ConfigError(GapbridgeError):
     """A configuration value is invalid, or two components disagree (model vs datamodule)."""
 
 
