@@ -1,0 +1,108 @@
+"""REINFORCE-only classifier vs the same network by cross-entropy, and Lightning's cost per epoch.
+
+Two comparisons, measured side by side in one run on Fashion-MNIST:
+
+1. accuracy: ``ReinforceClassifier`` trained by the score-function estimator on the 0/1 reward vs
+   ``objective=cross_entropy``, same network, data, epochs and batch size (bar: within 3 points);
+2. speed: one training epoch through ``lightning.Trainer`` vs the same network, data loader and
+   optimiser in a bare PyTorch loop (bar: at most 1.15x). Epochs alternate between the two so that
+   drift in machine load hits both; the median of ``--repeats`` epochs is compared.
+
+    python benchmarks/reinforce_classifier.py                 # full: 10 epochs each
+    python benchmarks/reinforce_classifier.py --epochs 2      # quick
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from lightning.pytorch import Trainer, seed_everything  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+
+from datamodules.vision import VisionDataModule  # noqa: E402
+from modules.reinforce_classifier import ReinforceClassifier  # noqa: E402
+
+
+def train_and_test(objective: str, epochs: int, data: VisionDataModule, workdir: str, entropy_coef: float) -> tuple[float, float]:
+    seed_everything(0, verbose=False)
+    model = ReinforceClassifier(objective=objective, entropy_coef=entropy_coef, grad_variance_every=0)
+    trainer = Trainer(max_epochs=epochs, accelerator="cpu", logger=TensorBoardLogger(workdir, name=objective),
+                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    seconds = time.perf_counter() - start
+    return trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"], seconds
+
+
+def bare_epoch(model: ReinforceClassifier, optimizer: torch.optim.Optimizer, loader) -> float:
+    """The training step of ReinforceClassifier written as a plain loop: same network, loss and optimiser."""
+    start = time.perf_counter()
+    model.train()
+    for images, labels in loader:
+        _, terms = model._policy_terms(images, labels)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def lightning_epoch(model: ReinforceClassifier, data: VisionDataModule, workdir: str) -> float:
+    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(workdir, name="overhead"),
+                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                      limit_val_batches=0, num_sanity_val_steps=0)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="epochs timed for each of Lightning and the bare loop")
+    parser.add_argument("--entropy_coef", type=float, default=0.05)
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--skip_accuracy", action="store_true")
+    args = parser.parse_args()
+
+    data = VisionDataModule(data_dir=args.data_dir, batch_size=128)
+    data.prepare_data()
+    data.setup("fit")
+    workdir = tempfile.mkdtemp(prefix="gapbridge-bench-")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, Fashion-MNIST, MLP 784-256-256-10, batch 128, Adam 1e-3\n")
+
+    # speed: one epoch, Lightning vs bare loop, alternating
+    lightning_times, bare_times = [], []
+    for _ in range(args.repeats):
+        seed_everything(0, verbose=False)
+        model = ReinforceClassifier(grad_variance_every=0)
+        lightning_times.append(lightning_epoch(model, data, workdir))
+        seed_everything(0, verbose=False)
+        model = ReinforceClassifier(grad_variance_every=0)
+        bare_times.append(bare_epoch(model, model.configure_optimizers(), data.train_dataloader()))
+    ratio = statistics.median(lightning_times) / statistics.median(bare_times)
+    print("one training epoch (55,000 images, REINFORCE, 8 samples/image)")
+    print(f"{'loop':<12}{'median s':>10}   all (s)")
+    print(f"{'lightning':<12}{statistics.median(lightning_times):>10.2f}   {', '.join(f'{t:.2f}' for t in lightning_times)}")
+    print(f"{'bare torch':<12}{statistics.median(bare_times):>10.2f}   {', '.join(f'{t:.2f}' for t in bare_times)}")
+    print(f"lightning / bare = {ratio:.3f}x  (bar: <= 1.15x) -> {'PASS' if ratio <= 1.15 else 'FAIL'}\n")
+
+    if args.skip_accuracy:
+        return
+    results = {objective: train_and_test(objective, args.epochs, data, workdir, args.entropy_coef)
+               for objective in ("reinforce", "cross_entropy")}
+    print(f"test accuracy after {args.epochs} epochs (entropy bonus {args.entropy_coef} for REINFORCE)")
+    print(f"{'objective':<16}{'test acc':>10}{'train s':>10}")
+    for objective, (accuracy, seconds) in results.items():
+        print(f"{objective:<16}{accuracy:>10.4f}{seconds:>10.1f}")
+    gap = 100 * (results["cross_entropy"][0] - results["reinforce"][0])
+    print(f"cross-entropy - REINFORCE = {gap:.2f} points  (bar: <= 3) -> {'PASS' if gap <= 3 else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
