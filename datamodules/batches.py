@@ -10,8 +10,11 @@ on a uint8 tensor plus one vectorised transform. The datasets stay ordinary map-
 from collections.abc import Callable, Sequence
 
 import torch
+from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from modules.errors import require
 
 # (inputs of a batch, generator for this draw) -> inputs ready for the model
 BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
@@ -100,3 +103,40 @@ def batch_loader(
         collate_fn=pass_through,
         persistent_workers=False,
     )
+
+
+class InMemoryDataModule(LightningDataModule):
+    """Base of the datamodules built on these datasets: ``setup`` fills ``train_set``/``val_set``/``test_set``.
+
+    The loaders are the same for all of them; ``predict`` reads the test split. Subclasses whose
+    training data is drawn fresh on every access set ``shuffle_train = False``.
+    """
+
+    shuffle_train = True
+
+    def __init__(self, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        require(batch_size > 0, f"--data.batch_size must be positive, got {batch_size}")
+        require(num_workers >= 0, f"--data.num_workers must be >= 0, got {num_workers}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
+        return batch_loader(dataset, self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=self.shuffle_train)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

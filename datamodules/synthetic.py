@@ -9,11 +9,9 @@ import math
 from typing import Literal
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from datamodules.batches import SampledBatchDataset, TensorBatchDataset, batch_loader
+from datamodules.batches import InMemoryDataModule, SampledBatchDataset, TensorBatchDataset
 from modules.errors import require
 
 
@@ -35,7 +33,7 @@ def sample_parity(
     return x, y, num_nonzero
 
 
-class ParityDataModule(LightningDataModule):
+class ParityDataModule(InMemoryDataModule):
     """Parity of ``num_bits``-long vectors; batches ``(x [B, num_bits] float32, y [B] int64)``.
 
     Training data is drawn fresh on every batch (infinite data; an epoch is ``train_size`` samples).
@@ -46,6 +44,7 @@ class ParityDataModule(LightningDataModule):
     """
 
     num_classes = 2
+    shuffle_train = False  # every training batch is freshly sampled
 
     def __init__(
         self,
@@ -61,7 +60,7 @@ class ParityDataModule(LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         max_nonzero = num_bits if max_nonzero is None else max_nonzero
         test_min_nonzero = min_nonzero if test_min_nonzero is None else test_min_nonzero
         test_max_nonzero = max_nonzero if test_max_nonzero is None else test_max_nonzero
@@ -76,19 +75,12 @@ class ParityDataModule(LightningDataModule):
             )
         for value, name in ((train_size, "train_size"), (val_size, "val_size"), (test_size, "test_size")):
             require(value > 0, f"--data.{name} must be positive, got {value}")
-        require(batch_size > 0, f"--data.batch_size must be positive, got {batch_size}")
-        require(num_workers >= 0, f"--data.num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.num_bits = num_bits
         self.min_nonzero, self.max_nonzero = min_nonzero, max_nonzero
         self.test_min_nonzero, self.test_max_nonzero = test_min_nonzero, test_max_nonzero
         self.train_size, self.val_size, self.test_size = train_size, val_size, test_size
-        self.batch_size = batch_size
         self.seed = seed
-        self.num_workers = num_workers
-        self.train_set: SampledBatchDataset | None = None
-        self.val_set: TensorBatchDataset | None = None
-        self.test_set: TensorBatchDataset | None = None
         self.val_num_nonzero: Tensor | None = None
         self.test_num_nonzero: Tensor | None = None
 
@@ -113,17 +105,6 @@ class ParityDataModule(LightningDataModule):
             )
             self.test_set = TensorBatchDataset(x, y)
 
-    def train_dataloader(self) -> DataLoader:
-        return batch_loader(self.train_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.test_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
 
 
 def make_toy(kind: str, num_samples: int, noise: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -154,7 +135,7 @@ def make_toy(kind: str, num_samples: int, noise: float, generator: torch.Generat
     return x[order].float(), y[order]
 
 
-class ToyDataModule(LightningDataModule):
+class ToyDataModule(InMemoryDataModule):
     """2-D two-class point sets, fixed by ``seed``; batches ``(x [B, 2] float32, y [B] int64)``."""
 
     num_classes = 2
@@ -171,19 +152,15 @@ class ToyDataModule(LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         require(kind in ("moons", "circles", "spirals"), f"--data.kind must be moons, circles or spirals, got {kind!r}")
         require(noise >= 0, f"--data.noise must be >= 0, got {noise}")
         for value, name in ((num_samples, "num_samples"), (val_size, "val_size"), (test_size, "test_size")):
             require(value > 0, f"--data.{name} must be positive, got {value}")
-        require(batch_size > 0, f"--data.batch_size must be positive, got {batch_size}")
         self.save_hyperparameters()
         self.kind, self.noise = kind, noise
         self.num_samples, self.val_size, self.test_size = num_samples, val_size, test_size
-        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.train_set: TensorBatchDataset | None = None
-        self.val_set: TensorBatchDataset | None = None
-        self.test_set: TensorBatchDataset | None = None
+        self.seed = seed
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -192,14 +169,3 @@ class ToyDataModule(LightningDataModule):
             splits = [make_toy(self.kind, n, self.noise, generator) for n in sizes]
             self.train_set, self.val_set, self.test_set = (TensorBatchDataset(x, y) for x, y in splits)
 
-    def train_dataloader(self) -> DataLoader:
-        return batch_loader(self.train_set, self.batch_size, shuffle=True, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.test_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader
 from torchvision import datasets
 
-from datamodules.batches import TensorBatchDataset, batch_loader
+from datamodules.batches import InMemoryDataModule, TensorBatchDataset
 from modules.errors import DataNotFoundError, require
 
 # name -> (torchvision class, pixel mean, pixel std) of the 60k training images
@@ -124,7 +122,7 @@ class VisionBatchTransform:
         return x.mul_(1.0 / (255.0 * self.std)).sub_(self.mean / self.std)  # (x / 255 - mean) / std in two ops
 
 
-class VisionDataModule(LightningDataModule):
+class VisionDataModule(InMemoryDataModule):
     """Fashion-MNIST or MNIST, whole splits in memory as uint8, batches of ``(x [B, 1, H, W] float32, y [B] int64)``.
 
     The validation split is ``val_size`` images of the 60k training set, chosen by a permutation
@@ -148,7 +146,7 @@ class VisionDataModule(LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         require(dataset in _DATASETS, f"--data.dataset must be one of {sorted(_DATASETS)}, got {dataset!r}")
         require(
             variant in ("plain", "binarized", "translated", "cluttered"),
@@ -165,7 +163,6 @@ class VisionDataModule(LightningDataModule):
                 1 <= distractor_size <= min(_DIGIT_SIZE, canvas_size),
                 f"--data.distractor_size must be between 1 and {_DIGIT_SIZE}, got {distractor_size}",
             )
-        require(batch_size > 0, f"--data.batch_size must be positive, got {batch_size}")
         require(
             0 < val_size < _TRAIN_IMAGES,
             f"--data.val_size must be between 1 and {_TRAIN_IMAGES - 1}, got {val_size}",
@@ -174,7 +171,6 @@ class VisionDataModule(LightningDataModule):
             train_subset is None or train_subset > 0,
             f"--data.train_subset must be positive or null, got {train_subset}",
         )
-        require(num_workers >= 0, f"--data.num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.dataset = dataset
         self.data_dir = data_dir
@@ -184,16 +180,11 @@ class VisionDataModule(LightningDataModule):
         self.canvas_size = canvas_size
         self.num_distractors = num_distractors
         self.distractor_size = distractor_size
-        self.batch_size = batch_size
         self.val_size = val_size
         self.train_subset = train_subset
         self.normalize = normalize
         self.seed = seed
-        self.num_workers = num_workers
         self.torchvision_class, self.mean, self.std = _DATASETS[dataset]
-        self.train_set: TensorBatchDataset | None = None
-        self.val_set: TensorBatchDataset | None = None
-        self.test_set: TensorBatchDataset | None = None
 
     # --- what models check before a run starts -------------------------------------------------
 
@@ -332,20 +323,3 @@ class VisionDataModule(LightningDataModule):
             self.test_set = TensorBatchDataset(
                 self._fixed_variant(images, offset=2), labels, transform=self._transform(resample=False)
             )
-
-    def _loader(self, dataset: TensorBatchDataset | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("VisionDataModule.setup() must run before its dataloaders are requested")
-        return batch_loader(dataset, self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
