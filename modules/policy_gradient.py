@@ -25,7 +25,10 @@ Baselines (control variates that lower the variance without moving the mean):
 
 Advantage normalisation: ``running`` divides by ``max(1, running std)`` of the advantage (NVIL's
 variance normalisation, which keeps the sign and relative scale across steps); ``batch`` standardises
-within the batch (common in actor-critic code; it also recentres, so it acts as a second baseline).
+within the batch (common in actor-critic code; it also recentres, so it acts as a second baseline);
+``group`` standardises the samples drawn for the same state along ``sample_dim`` (GRPO, Shao et al.
+2024, eq. 3): states whose samples all agree get no update and hard states are weighted up, which
+changes the weighting of states in the objective, not the direction for any one state.
 """
 
 from dataclasses import dataclass
@@ -38,7 +41,7 @@ from torch import Tensor, nn
 from modules.errors import require
 
 Baseline = Literal["none", "moving_average", "learned", "self_critical", "leave_one_out"]
-AdvantageNormalization = Literal["none", "running", "batch"]
+AdvantageNormalization = Literal["none", "running", "batch", "group"]
 
 
 @dataclass
@@ -114,7 +117,7 @@ class ScoreFunctionEstimator(nn.Module):
             entropy: the policy's entropy per state (any shape), for the entropy bonus and logging.
             value: the learned baseline's prediction, broadcastable to ``reward`` (``baseline="learned"``).
             greedy_reward: the greedy action's reward, broadcastable to ``reward`` (``"self_critical"``).
-            sample_dim: the axis holding the samples drawn for the same state (``"leave_one_out"``).
+            sample_dim: the axis holding the samples drawn for the same state (``leave_one_out``, ``group``).
             update_statistics: update the moving averages (off when re-evaluating, e.g. to measure variance).
         """
         require(
@@ -126,7 +129,7 @@ class ScoreFunctionEstimator(nn.Module):
         advantage = reward - baseline
         if update_statistics and self.training:
             self._update_statistics(reward, advantage)
-        advantage = self._normalize(advantage)
+        advantage = self._normalize(advantage, sample_dim)
 
         policy_loss = -(advantage * log_prob).mean()
         mean_entropy = entropy.mean() if entropy is not None else log_prob.new_zeros(())
@@ -165,9 +168,13 @@ class ScoreFunctionEstimator(nn.Module):
         others = (reward.sum(dim=sample_dim, keepdim=True) - reward) / (num_samples - 1)
         return others, zero
 
-    def _normalize(self, advantage: Tensor) -> Tensor:
+    def _normalize(self, advantage: Tensor, sample_dim: int) -> Tensor:
         if self.normalize_advantage == "batch" and advantage.numel() > 1:
             return (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        if self.normalize_advantage == "group":
+            require(advantage.shape[sample_dim] >= 2, f"normalize_advantage='group' needs at least 2 samples along dim {sample_dim}")
+            centred = advantage - advantage.mean(dim=sample_dim, keepdim=True)
+            return centred / (centred.std(dim=sample_dim, keepdim=True) + 1e-6)
         if self.normalize_advantage == "running":
             return advantage / self.advantage_var.sqrt().clamp(min=1.0)
         return advantage

@@ -150,3 +150,12 @@ def test_gradient_variance_is_zero_for_a_deterministic_loss_and_positive_for_sam
         return estimator(policy.log_prob(actions), REWARDS[actions], update_statistics=False).policy_loss
 
     assert gradient_variance(surrogate, [theta], repeats=8).item() > 0.0
+
+
+def test_group_normalisation_standardises_each_states_samples():
+    estimator = ScoreFunctionEstimator(baseline="none", normalize_advantage="group")
+    reward = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # [S=4, B=2]; state 1 all wrong
+    terms = estimator(torch.zeros(4, 2, requires_grad=True), reward)
+    assert torch.allclose(terms.advantage[:, 0].mean(), torch.tensor(0.0), atol=1e-6)
+    assert terms.advantage[:, 0].std().item() == pytest.approx(1.0, abs=1e-4)
+    assert torch.all(terms.advantage[:, 1] == 0)  # no signal where every sample earned the same
