@@ -147,7 +147,11 @@ class EpsilonGreedyCollector:
             self.running_return = state["running_return"].numpy().copy()
             self.running_length = state["running_length"].numpy().copy()
         else:
-            warnings.warn("the environments could not be saved with the checkpoint; resumed episodes start afresh", stacklevel=2)
+            warnings.warn(
+                "the checkpoint holds no environment state (checkpoint_buffer=false, or envs that cannot be pickled, "
+                "e.g. vectorization=async): resumed training starts new episodes",
+                stacklevel=2,
+            )
             self.obs, _ = self.envs.reset(seed=int(self.rng.integers(2**31)))
             self.running_return[:], self.running_length[:] = 0.0, 0
 
