@@ -225,7 +225,8 @@ class VAE(LightningModule):
         grad_variance_every: measure the encoder-gradient variance every this many steps (0: never), on
             the first training batch; a multiple of the trainer's ``log_every_n_steps`` (default 50).
         grad_variance_repeats: re-samplings of z on the fixed batch for that measurement.
-        compile: ``torch.compile`` the bound (pays on long runs; the first steps compile).
+        compile: ``torch.compile`` the bound (encoder, decoder and loss; the first step compiles). Measured on
+            2 shared CPU cores with the 784-200-200-50 MLP it did not pay (benchmarks/vae.py --compile).
     """
 
     monitor = "val/loss"  # -L_K in nats per image, the objective being trained

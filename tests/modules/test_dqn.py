@@ -89,8 +89,6 @@ def small_run(tmp_path: Path, name: str, epochs: int, *extra: str) -> list[str]:
         "--data.init_args.eval_episodes", "2",
         "--data.init_args.n_step", "3",
         "--data.init_args.prioritized", "true",
-        # Lightning 2.6 refreshes last.ckpt only when a top-k checkpoint is written: keep every epoch's
-        "--checkpoint.save_top_k", "-1",
         *extra,
     ]  # fmt: skip
 
