@@ -22,6 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from modules.errors import ConfigError, require
 from modules.networks import Activation, ImageEncoder
 from modules.policy_gradient import AdvantageNormalization, Baseline, ScoreFunctionEstimator, gradient_variance
+from modules.step_logging import step_logs_due
 
 
 class ReinforceClassifier(LightningModule):
@@ -41,7 +42,8 @@ class ReinforceClassifier(LightningModule):
         baseline_momentum: decay of the moving-average baseline.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
-        grad_variance_every: measure the estimator's gradient variance every this many training steps (0: never).
+        grad_variance_every: measure the estimator's gradient variance every this many training steps (0: never);
+            use a multiple of the trainer's ``log_every_n_steps`` (default 50), or it is never written.
         grad_variance_repeats: independent re-samplings of the actions used for that measurement.
     """
 
@@ -137,19 +139,26 @@ class ReinforceClassifier(LightningModule):
         if self.hparams.objective == "cross_entropy":
             logits = self(images)
             loss = F.cross_entropy(logits, labels)
+            terms = None
         else:
             logits, terms = self._policy_terms(images, labels)
             loss = terms.loss
-            self.log_dict(
-                {"train/reward": terms.reward, "train/entropy": terms.entropy, "train/baseline_loss": terms.baseline_loss.detach()},
-                on_step=True, on_epoch=False,
-            )
-            every = self.hparams.grad_variance_every
-            if every and self.global_step % every == 0:
-                self.log("train/grad_variance", self._estimator_gradient_variance(images, labels))
+        if step_logs_due(self):
+            self._log_training(images, labels, logits, loss, terms)
+        return loss
+
+    def _log_training(self, images: Tensor, labels: Tensor, logits: Tensor, loss: Tensor, terms) -> None:
         self.train_acc(logits.detach().argmax(-1), labels)
         self.log_dict({"train/loss": loss.detach(), "train/acc": self.train_acc}, on_step=True, on_epoch=False, prog_bar=True)
-        return loss
+        if terms is None:
+            return
+        self.log_dict(
+            {"train/reward": terms.reward, "train/entropy": terms.entropy, "train/baseline_loss": terms.baseline_loss.detach()},
+            on_step=True, on_epoch=False,
+        )
+        every = self.hparams.grad_variance_every
+        if every and (self.global_step + 1) % every == 0:
+            self.log("train/grad_variance", self._estimator_gradient_variance(images, labels))
 
     def _estimator_gradient_variance(self, images: Tensor, labels: Tensor) -> Tensor:
         """Variance of the policy gradient across re-sampled actions on this batch (network fixed)."""

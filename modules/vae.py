@@ -44,6 +44,7 @@ from torchmetrics import MeanMetric, Metric
 
 from modules.errors import ConfigError, require
 from modules.networks import _ACTIVATIONS, Activation, ImageEncoder, mlp
+from modules.step_logging import step_logs_due
 from modules.policy_gradient import AdvantageNormalization, ScoreFunctionEstimator, gradient_variance
 
 Likelihood = Literal["bernoulli", "continuous_bernoulli", "gaussian"]
@@ -391,9 +392,7 @@ class VAE(LightningModule):
         images = batch[0]
         loss, terms, _ = self.loss(images)
         self.train_active_units.update(terms.posterior_mean)
-        # Lightning writes step logs only when (step + 1) is a multiple of log_every_n_steps; each self.log
-        # costs about as much as a quarter of this small network's step, so the other steps skip it
-        if self._step_logs_due():
+        if step_logs_due(self):
             self._log_terms("train", loss, terms)
             every = self.hparams.grad_variance_every
             if every and self._variance_images is not None and (self.global_step + 1) % every == 0:
@@ -401,10 +400,6 @@ class VAE(LightningModule):
         if self._variance_images is None:
             self._variance_images = images.detach().clone()
         return loss
-
-    def _step_logs_due(self) -> bool:
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        return every > 0 and (self.global_step + 1) % every == 0
 
     def on_train_epoch_end(self) -> None:
         self.log("train/active_units", self.train_active_units.compute())
