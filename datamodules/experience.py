@@ -181,20 +181,20 @@ def evaluate_greedy(q_network: nn.Module, envs: gym.vector.VectorEnv, episodes: 
 
 @dataclass
 class CollectionCycle:
-    """Placeholder for one training batch; the datamodule turns it into experience just before the step."""
+    """Request for one training batch; the datamodule fulfils it with fresh experience just before the step."""
 
     index: int
 
 
 @dataclass
 class EvaluationRound:
-    """Placeholder for one batch of greedy evaluation episodes starting from ``seed``."""
+    """Request for one batch of greedy evaluation episodes starting from ``seed``."""
 
     seed: int
 
 
-class Placeholders(IterableDataset):
-    """Yields ``count`` placeholders; see :meth:`ExperienceDataModule.on_before_batch_transfer` for why."""
+class Requests(IterableDataset):
+    """Yields ``count`` requests, fulfilled in :meth:`ExperienceDataModule.on_before_batch_transfer` (see there for why)."""
 
     def __init__(self, make, count: int) -> None:
         self.make, self.count = make, count
@@ -353,13 +353,13 @@ class ExperienceDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         cycles = self.hparams.steps_per_epoch // (self.hparams.train_freq * self.hparams.num_envs)
-        return DataLoader(Placeholders(CollectionCycle, cycles), batch_size=None)
+        return DataLoader(Requests(CollectionCycle, cycles), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(Placeholders(lambda i: EvaluationRound(self._seed() + 1_000_000), 1), batch_size=None)
+        return DataLoader(Requests(lambda i: EvaluationRound(self._seed() + 1_000_000), 1), batch_size=None)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(Placeholders(lambda i: EvaluationRound(self._seed() + 2_000_000), 1), batch_size=None)
+        return DataLoader(Requests(lambda i: EvaluationRound(self._seed() + 2_000_000), 1), batch_size=None)
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         # Experience is made here rather than in the dataset's iterator: Lightning fetches one item
