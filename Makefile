@@ -6,7 +6,7 @@
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV_STAMP := .venv/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
-CONFIG ?= configs/reinforce_classifier_fashion.yaml
+CONFIG ?= configs/dqn_cartpole.yaml
 ARGS ?=
 
 .PHONY: train test bench-deps
