@@ -2,6 +2,7 @@
 
 import copy
 import math
+import time
 from typing import Literal
 
 import gymnasium as gym
@@ -79,6 +80,7 @@ class DQN(LightningModule):
         self.target_network: nn.Module | None = None
         # env step at which the target network was last updated; a buffer so it is checkpointed
         self.register_buffer("target_updated_at", torch.tensor(0, dtype=torch.long))
+        self._previous_cycle: tuple[float, int] | None = None  # (wall-clock, env steps) of the last cycle
         if observation_shape is not None and num_actions is not None:
             self._build(tuple(observation_shape), num_actions)
 
@@ -191,6 +193,7 @@ class DQN(LightningModule):
         loss = torch.stack(losses).mean()
         self.log_dict(
             {
+                "train/env_steps_per_second": self._throughput(env_steps),
                 "train/loss": loss,
                 "train/td_error": td_error.abs().mean(),
                 "train/q_value": (td_target - td_error[-1]).mean(),
@@ -201,10 +204,27 @@ class DQN(LightningModule):
         )
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        self._previous_cycle = None  # the time spent in validation is not training throughput
+
+    def _throughput(self, env_steps: int) -> float:
+        """Env steps per wall-clock second since the previous cycle: acting and learning together."""
+        now = time.perf_counter()
+        previous = self._previous_cycle
+        self._previous_cycle = (now, env_steps)
+        if previous is None or now <= previous[0]:
+            return 0.0
+        return (env_steps - previous[1]) / (now - previous[0])
+
     # ---- evaluation: batches are greedy episodes run by the datamodule ----------------------------
     def _log_episodes(self, episodes: dict[str, Tensor], stage: str) -> None:
+        returns = episodes["episode_return"].float()
         self.log_dict(
-            {f"{stage}/return": episodes["episode_return"].mean(), f"{stage}/episode_length": episodes["episode_length"].mean()},
+            {
+                f"{stage}/return": returns.mean(),
+                f"{stage}/return_std": returns.std(unbiased=False),
+                f"{stage}/episode_length": episodes["episode_length"].float().mean(),
+            },
             batch_size=episodes["episode_return"].numel(),
             sync_dist=True,
         )
