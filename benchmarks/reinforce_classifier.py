@@ -23,9 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
+from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
+from benchmarks.overhead import EpochClock, bare_epoch, report_overhead  # noqa: E402
 from datamodules.vision import VisionDataModule  # noqa: E402
 from modules.reinforce_classifier import ReinforceClassifier  # noqa: E402
 
@@ -41,37 +42,15 @@ def train_and_test(objective: str, epochs: int, data: VisionDataModule, workdir:
     return trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"], seconds
 
 
-def bare_epoch(model: ReinforceClassifier, optimizer: torch.optim.Optimizer, loader) -> float:
-    """The training step of ReinforceClassifier written as a plain loop: same network, loss and optimiser."""
-    start = time.perf_counter()
-    model.train()
-    for images, labels in loader:
-        _, terms = model._policy_terms(images, labels)
-        optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        optimizer.step()
-    return time.perf_counter() - start
-
-
-class EpochTimer(Callback):
-    """Wall-clock of the training epoch alone: from its first batch fetch to its end, as the bare loop is timed."""
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds = time.perf_counter() - self.start
-
-
 def lightning_epoch(model: ReinforceClassifier, data: VisionDataModule, workdir: str) -> tuple[float, float]:
     """(epoch seconds, whole ``Trainer.fit`` seconds including its one-time set-up)."""
-    timer = EpochTimer()
+    clock = EpochClock()
     trainer = Trainer(max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(workdir, name="overhead"),
                       enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                      limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+                      limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock])
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
-    return timer.seconds, time.perf_counter() - start
+    return clock.seconds[0], time.perf_counter() - start
 
 
 def main() -> None:
@@ -109,14 +88,10 @@ def compare_speed(data: VisionDataModule, workdir: str, repeats: int) -> None:
         fit_times.append(fit_seconds)
         seed_everything(0, verbose=False)
         model = ReinforceClassifier(grad_variance_every=0)
-        bare_times.append(bare_epoch(model, model.configure_optimizers(), data.train_dataloader()))
-    ratio = statistics.median(lightning_times) / statistics.median(bare_times)
-    print("one training epoch (55,000 images, REINFORCE, 32 samples/image)")
-    print(f"{'loop':<12}{'median s':>10}   all (s)")
-    print(f"{'lightning':<12}{statistics.median(lightning_times):>10.2f}   {', '.join(f'{t:.2f}' for t in lightning_times)}")
-    print(f"{'bare torch':<12}{statistics.median(bare_times):>10.2f}   {', '.join(f'{t:.2f}' for t in bare_times)}")
+        bare_times.append(bare_epoch(lambda batch: model._policy_terms(*batch)[1].loss, model,
+                                     model.configure_optimizers(), data.train_dataloader()))
     print(f"(whole Trainer.fit including its one-time set-up: median {statistics.median(fit_times):.2f} s)")
-    print(f"lightning / bare = {ratio:.3f}x  (bar: <= 1.15x) -> {'PASS' if ratio <= 1.15 else 'FAIL'}\n")
+    report_overhead("one training epoch (55,000 images, REINFORCE, 32 samples/image)", lightning_times, bare_times)
 
 
 def compare_accuracy(data: VisionDataModule, workdir: str, epochs: int, **reinforce_options) -> None:

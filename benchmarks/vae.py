@@ -38,27 +38,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
+from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.overhead import EpochClock, bare_epoch, report_overhead, seconds  # noqa: E402
 from datamodules.vision import VisionDataModule  # noqa: E402
 from modules.networks import mlp  # noqa: E402
 from modules.vae import VAE  # noqa: E402
 
 LATENT, HIDDEN, BATCH, LR = 50, (200, 200), 100, 1e-3
-
-
-class EpochClock(Callback):
-    """Seconds of each Lightning training epoch (start of the first batch fetch to the end of the epoch)."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def quiet_trainer(epochs: int, workdir: str, callbacks=(), **kwargs) -> Trainer:
@@ -157,18 +145,6 @@ def test_scores(model: VAE, images: torch.Tensor, nll_k: int) -> tuple[float, fl
     return elbo, nll, time.perf_counter() - start
 
 
-def bare_epoch(model: VAE, optimizer: torch.optim.Optimizer, loader) -> float:
-    """VAE.training_step without Lightning: same loss, loader and optimiser."""
-    start = time.perf_counter()
-    model.train()
-    for images, _ in loader:
-        loss = model.loss(images)[0]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - start
-
-
 def lightning_epoch(data: VisionDataModule, workdir: str) -> float:
     seed_everything(0, verbose=False)
     model = VAE(latent_dim=LATENT, hidden_sizes=HIDDEN, lr=LR, grad_variance_every=0)
@@ -176,10 +152,6 @@ def lightning_epoch(data: VisionDataModule, workdir: str) -> float:
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     return time.perf_counter() - start
-
-
-def fmt(times: list[float]) -> str:
-    return ", ".join(f"{t:.2f}" for t in times)
 
 
 # --- the three comparisons ------------------------------------------------------------------------
@@ -221,7 +193,7 @@ def peer(args, data: VisionDataModule, test_images: torch.Tensor, workdir: str) 
     print(f"{'model':<30}{'s/epoch (median)':>17}{'test ELBO':>11}{'test NLL':>10}{'NLL s':>8}   epochs (s)")
     for name, epoch_times in times.items():
         elbo, nll, nll_seconds = (f"{v:>{w}.{p}f}" for v, w, p in zip(scores[name], (11, 10, 8), (2, 2, 1))) if name in scores else ("-".rjust(11), "-".rjust(10), "-".rjust(8))
-        print(f"{name:<30}{statistics.median(epoch_times):>17.2f}{elbo}{nll}{nll_seconds}   {fmt(epoch_times)}")
+        print(f"{name:<30}{statistics.median(epoch_times):>17.2f}{elbo}{nll}{nll_seconds}   {seconds(epoch_times)}")
     pythae_time = statistics.median(times["pythae 0.1.2 VAE"])
     for name in contestants:
         ratio = statistics.median(times[name]) / pythae_time
@@ -270,13 +242,10 @@ def overhead(args, data: VisionDataModule, workdir: str) -> None:
         lightning_times.append(lightning_epoch(data, workdir))
         seed_everything(0, verbose=False)
         model = VAE(latent_dim=LATENT, hidden_sizes=HIDDEN, lr=LR, grad_variance_every=0)
-        bare_times.append(bare_epoch(model, model.configure_optimizers(), data.train_dataloader()))
-    ratio = statistics.median(lightning_times) / statistics.median(bare_times)
-    print("3. one training epoch (55,000 images), whole Trainer.fit vs bare loop, alternating")
-    print(f"{'loop':<12}{'median s':>10}   all (s)")
-    print(f"{'lightning':<12}{statistics.median(lightning_times):>10.2f}   {fmt(lightning_times)}")
-    print(f"{'bare torch':<12}{statistics.median(bare_times):>10.2f}   {fmt(bare_times)}")
-    print(f"lightning / bare = {ratio:.3f}x  (bar: <= 1.15x) -> {'PASS' if ratio <= 1.15 else 'FAIL'}\n")
+        bare_times.append(bare_epoch(lambda batch: model.loss(batch[0])[0], model, model.configure_optimizers(),
+                                     data.train_dataloader()))
+    report_overhead("3. one training epoch (55,000 images), whole Trainer.fit vs bare loop, alternating",
+                    lightning_times, bare_times)
 
 
 def main() -> None:
