@@ -11,10 +11,12 @@ same numbers (CartPole only; needs ``uv sync --group bench``). Both are evaluate
 steps, after that point's training, and the evaluation time is excluded from every timing.
 Seeds are interleaved (ours, SB3, ours, ...) so that load from other processes hits both alike.
 Reported: training wall-clock to the first evaluation >= 475, env steps per second of training,
-and the final greedy return.
+the final greedy return, and the greedy return on unseen test episodes (seed + 2,000,000, as
+``cli.py test`` plays) of the weights chosen by the best validation return (model selection).
 """
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -46,6 +48,12 @@ class Stopwatch:
         self.start = self.paused = self.cpu_start = self.cpu_paused = 0.0
         self.evaluation_seconds = self.evaluation_cpu_seconds = 0.0
         self.evaluations: list[tuple[int, float, float]] = []
+        self.best_return, self.best_weights = -float("inf"), None
+
+    def keep_if_best(self, q_network: torch.nn.Module, mean_return: float) -> None:
+        """Model selection on the validation episodes: remember the weights of the best evaluation (latest on ties)."""
+        if mean_return >= self.best_return:
+            self.best_return, self.best_weights = mean_return, copy.deepcopy(q_network.state_dict())
 
     def begin(self) -> None:
         self.start, self.cpu_start = time.perf_counter(), time.process_time()
@@ -62,7 +70,7 @@ class Stopwatch:
         self.total_seconds = time.perf_counter() - self.start - self.evaluation_seconds
         self.total_cpu_seconds = time.process_time() - self.cpu_start - self.evaluation_cpu_seconds
 
-    def summary(self, total_steps: int) -> dict:
+    def summary(self, total_steps: int, best_test_return: float) -> dict:
         first = next(((steps, seconds) for steps, seconds, ret in self.evaluations if ret >= THRESHOLD), (None, None))
         return {
             "steps_to_475": first[0],
@@ -70,6 +78,8 @@ class Stopwatch:
             "steps_per_second": total_steps / self.total_seconds,
             "steps_per_cpu_second": total_steps / self.total_cpu_seconds,
             "final_return": self.evaluations[-1][2],
+            "best_val_return": self.best_return,
+            "best_test_return": best_test_return,
             "curve": [round(ret, 1) for _, _, ret in self.evaluations],
         }
 
@@ -85,8 +95,9 @@ class LightningStopwatch(pl.Callback):
         self.seconds = self.watch.pause()
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        steps = trainer.datamodule.env_steps
-        self.watch.evaluations.append((steps, self.seconds, float(trainer.callback_metrics["val/return"])))
+        steps, mean_return = trainer.datamodule.env_steps, float(trainer.callback_metrics["val/return"])
+        self.watch.evaluations.append((steps, self.seconds, mean_return))
+        self.watch.keep_if_best(pl_module.q_network, mean_return)
         self.watch.resume()
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -117,7 +128,8 @@ def run_ours(env: str, seed: int, epochs: int | None) -> dict:
         callbacks=[LightningStopwatch(watch)],
     )
     trainer.fit(model, data)
-    return watch.summary(data.env_steps)
+    model.q_network.load_state_dict(watch.best_weights)
+    return watch.summary(data.env_steps, test_return(model.q_network, data_args, seed))
 
 
 def run_sb3(seed: int, epochs: int | None) -> dict:
@@ -150,7 +162,9 @@ def run_sb3(seed: int, epochs: int | None) -> dict:
             seconds = watch.pause()
             # the same episodes our validation runs: evaluate_greedy from ExperienceDataModule's eval seed
             episodes = evaluate_greedy(self.model.q_net, eval_envs, data_args["eval_episodes"], seed=seed + 1_000_000)
-            watch.evaluations.append((self.num_timesteps, seconds, float(episodes["episode_return"].mean())))
+            mean_return = float(episodes["episode_return"].mean())
+            watch.evaluations.append((self.num_timesteps, seconds, mean_return))
+            watch.keep_if_best(self.model.q_net, mean_return)
             watch.resume()
 
     model = SB3DQN(
@@ -172,7 +186,15 @@ def run_sb3(seed: int, epochs: int | None) -> dict:
         device="cpu",
     )
     model.learn(total_timesteps=total, callback=Evaluate())
-    return watch.summary(total)
+    model.q_net.load_state_dict(watch.best_weights)
+    return watch.summary(total, test_return(model.q_net, data_args, seed))
+
+
+def test_return(q_network: torch.nn.Module, data_args: dict, seed: int) -> float:
+    """Mean greedy return on the test episodes (the seeds ``ExperienceDataModule.test_dataloader`` plays, unseen in validation)."""
+    episodes = data_args["eval_episodes"]
+    envs = make_vector_env(data_args["env_id"], min(data_args["eval_num_envs"], episodes))
+    return float(evaluate_greedy(q_network, envs, episodes, seed=seed + 2_000_000)["episode_return"].mean())
 
 
 def fmt(value, spec: str) -> str:
@@ -180,12 +202,12 @@ def fmt(value, spec: str) -> str:
 
 
 def table(results: dict[str, list[dict]], seeds: list[int]) -> str:
-    lines = [f"{'library':8} {'seed':>4} {'s to 475':>9} {'steps to 475':>12} {'env steps/s':>11} {'steps/cpu-s':>11} {'final return':>12}  greedy return per evaluation"]
+    lines = [f"{'library':8} {'seed':>4} {'s to 475':>9} {'steps to 475':>12} {'env steps/s':>11} {'steps/cpu-s':>11} {'final return':>12} {'best-val ckpt test':>18}  greedy return per evaluation"]
     for name, runs in results.items():
         for seed, r in zip(seeds, runs):
             lines.append(
                 f"{name:8} {seed:>4} {fmt(r['seconds_to_475'], '9.1f')} {fmt(r['steps_to_475'], '12d')} {r['steps_per_second']:11.0f} {r['steps_per_cpu_second']:11.0f} "
-                f"{r['final_return']:12.1f}  {r['curve']}"
+                f"{r['final_return']:12.1f} {r['best_test_return']:18.1f}  {r['curve']}"
             )
     return "\n".join(lines)
 
@@ -228,6 +250,9 @@ def main() -> None:
     bar = BARS[args.env]
     solved = sum(r["final_return"] >= bar - 1e-6 for r in ours)
     print(f"\nours: final greedy return >= {bar:g} for {solved}/{len(ours)} seeds (mean {mean([r['final_return'] for r in ours]):.1f})")
+    solved_best = sum(r["best_test_return"] >= bar - 1e-6 for r in ours)
+    print(f"ours: checkpoint chosen by val/return, greedy return on unseen test episodes >= {bar:g} for {solved_best}/{len(ours)} seeds "
+          f"(mean {mean([r['best_test_return'] for r in ours]):.1f})")
     if with_sb3:
         sb3 = results["sb3"]
         ours_t, sb3_t = mean([r["seconds_to_475"] for r in ours]), mean([r["seconds_to_475"] for r in sb3])
@@ -241,7 +266,8 @@ def main() -> None:
         )
         ratio_cpu = mean([r["steps_per_cpu_second"] for r in ours]) / mean([r["steps_per_cpu_second"] for r in sb3])
         print(f"env steps/s: ours / SB3 = {ratio_s:.2f} wall-clock (bar >= 2), {ratio_cpu:.2f} per CPU second")
-        print(f"SB3: final greedy return 500 for {sum(r['final_return'] >= 500 for r in sb3)}/{len(sb3)} seeds")
+        print(f"SB3: final greedy return 500 for {sum(r['final_return'] >= 500 for r in sb3)}/{len(sb3)} seeds; "
+              f"best-on-val checkpoint on test episodes 500 for {sum(r['best_test_return'] >= 500 for r in sb3)}/{len(sb3)}")
 
 
 if __name__ == "__main__":
