@@ -15,6 +15,7 @@ import os
 import pickle
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -61,6 +62,24 @@ def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None, 
     return vector_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
+def env_spaces(env_id: str, env_kwargs: dict | None = None) -> tuple[gym.Space, gym.Space]:
+    """``(observation_space, action_space)`` of ``env_id``, read from one env made and closed at once."""
+    env = make_env(env_id, env_kwargs)
+    spaces = (env.observation_space, env.action_space)
+    env.close()
+    return spaces
+
+
+def rank_seed(seed: int | None, trainer) -> int:
+    """This process's env seed: ``seed`` (``None``: ``seed_everything``'s) plus ``10_000 * rank``.
+
+    Under DDP every rank then plays different episodes; a datamodule outside a trainer is rank 0.
+    """
+    base = seed if seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+    rank = trainer.global_rank if trainer is not None else 0
+    return base + 10_000 * rank
+
+
 @dataclass
 class LinearSchedule:
     """A value moving linearly from ``start`` to ``end`` over ``duration`` steps, then constant."""
@@ -80,47 +99,52 @@ def greedy_actions(q_network: nn.Module, obs: np.ndarray) -> np.ndarray:
     return q_network(torch.as_tensor(obs, device=device)).argmax(1).cpu().numpy()
 
 
-class EpsilonGreedyCollector:
-    """Steps a vector env with an epsilon-greedy policy on a Q-network and writes each step to replay.
+class VectorEnvRunner:
+    """Steps a vector env and keeps what every learner needs from it, in a form checkpoints can carry.
 
-    Keeps everything needed to continue exactly where it stopped (env state, last observation,
-    exploration RNG, step counter), so a resumed run acts as the uninterrupted one would.
+    Knows each step's true next observation (an episode that autoresets in the step has its last
+    observation in ``info``, not in the returned ``obs``), the finished episodes' returns and lengths,
+    and a numpy RNG for whatever the collector draws; :meth:`state_dict` holds the env state, the
+    last observation, the RNG and the counters, so a resumed run acts as the uninterrupted one would.
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv, buffer: ReplayBuffer, epsilon: LinearSchedule, seed: int, clip_rewards: bool = False) -> None:
+    def __init__(self, envs: gym.vector.VectorEnv, seed: int) -> None:
         self.envs = envs
-        self.buffer = buffer
-        self.epsilon = epsilon
-        self.clip_rewards = clip_rewards
         self.rng = np.random.default_rng(seed)
         self.num_envs = envs.num_envs
-        self.num_actions = int(envs.single_action_space.n)
         self.obs, _ = envs.reset(seed=seed)
         self.env_steps = 0  # transitions collected, all envs together
         self.running_return = np.zeros(self.num_envs)
         self.running_length = np.zeros(self.num_envs, dtype=np.int64)
         self.episodes: list[tuple[int, float, int]] = []  # (env_steps at its end, return, length)
 
-    def collect(self, q_network: nn.Module, vector_steps: int) -> None:
-        for _ in range(vector_steps):
-            explore = self.rng.random(self.num_envs) < self.epsilon(self.env_steps)
-            actions = self.rng.integers(self.num_actions, size=self.num_envs)
-            if not explore.all():
-                actions = np.where(explore, actions, greedy_actions(q_network, self.obs))
-            obs, reward, terminated, truncated, info = self.envs.step(actions)
-            next_obs = obs
-            if "_final_obs" in info:  # those envs were reset in this step: keep their true last observation
-                next_obs = obs.copy()
-                for env in np.flatnonzero(info["_final_obs"]):
-                    next_obs[env] = info["final_obs"][env]
-            self.buffer.add(self.obs, actions, np.sign(reward) if self.clip_rewards else reward, next_obs, terminated, truncated)
-            self.obs = obs
-            self.env_steps += self.num_envs
-            self.running_return += reward
-            self.running_length += 1
-            for env in np.flatnonzero(np.logical_or(terminated, truncated)):
-                self.episodes.append((self.env_steps, float(self.running_return[env]), int(self.running_length[env])))
-                self.running_return[env], self.running_length[env] = 0.0, 0
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step every env; returns ``(reward, next_obs, terminated, truncated)``, ``next_obs`` being the true next state.
+
+        ``active`` (bool per env, default all) says whose steps count: steps of inactive envs are not
+        counted in ``env_steps`` and their episodes are not recorded (e.g. an env that has already
+        finished the one episode a rollout wanted from it).
+        """
+        obs, reward, terminated, truncated, info = self.envs.step(actions)
+        next_obs = obs
+        if "_final_obs" in info:  # those envs were reset in this step: keep their true last observation
+            next_obs = obs.copy()
+            for env in np.flatnonzero(info["_final_obs"]):
+                next_obs[env] = info["final_obs"][env]
+        self.obs = obs
+        counted = np.ones(self.num_envs, dtype=bool) if active is None else active
+        self.env_steps += int(counted.sum())
+        self.running_return += reward * counted
+        self.running_length += counted
+        for env in np.flatnonzero(counted & np.logical_or(terminated, truncated)):
+            self.episodes.append((self.env_steps, float(self.running_return[env]), int(self.running_length[env])))
+            self.running_return[env], self.running_length[env] = 0.0, 0
+        return reward, next_obs, terminated, truncated
+
+    def restart_episodes(self) -> None:
+        """Reset every env to a new episode (seeded from the RNG), dropping unfinished ones."""
+        self.obs, _ = self.envs.reset(seed=int(self.rng.integers(2**31)))
+        self.running_return[:], self.running_length[:] = 0.0, 0
 
     def state_dict(self) -> dict:
         try:
@@ -152,13 +176,46 @@ class EpsilonGreedyCollector:
                 "e.g. vectorization=async): resumed training starts new episodes",
                 stacklevel=2,
             )
-            self.obs, _ = self.envs.reset(seed=int(self.rng.integers(2**31)))
-            self.running_return[:], self.running_length[:] = 0.0, 0
+            self.restart_episodes()
+
+
+class EpsilonGreedyCollector(VectorEnvRunner):
+    """Steps a vector env with an epsilon-greedy policy on a Q-network and writes each step to replay.
+
+    Keeps everything needed to continue exactly where it stopped (env state, last observation,
+    exploration RNG, step counter), so a resumed run acts as the uninterrupted one would.
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, buffer: ReplayBuffer, epsilon: LinearSchedule, seed: int, clip_rewards: bool = False) -> None:
+        super().__init__(envs, seed)
+        self.buffer = buffer
+        self.epsilon = epsilon
+        self.clip_rewards = clip_rewards
+        self.num_actions = int(envs.single_action_space.n)
+
+    def collect(self, q_network: nn.Module, vector_steps: int) -> None:
+        for _ in range(vector_steps):
+            explore = self.rng.random(self.num_envs) < self.epsilon(self.env_steps)
+            actions = self.rng.integers(self.num_actions, size=self.num_envs)
+            if not explore.all():
+                actions = np.where(explore, actions, greedy_actions(q_network, self.obs))
+            obs = self.obs
+            reward, next_obs, terminated, truncated = self.step(actions)
+            self.buffer.add(obs, actions, np.sign(reward) if self.clip_rewards else reward, next_obs, terminated, truncated)
 
 
 @torch.no_grad()
 def evaluate_greedy(q_network: nn.Module, envs: gym.vector.VectorEnv, episodes: int, seed: int) -> dict[str, Tensor]:
     """Returns and lengths of ``episodes`` greedy episodes, in rounds of ``envs.num_envs`` parallel episodes."""
+    return evaluate_policy(lambda obs: greedy_actions(q_network, obs), envs, episodes, seed)
+
+
+@torch.no_grad()
+def evaluate_policy(act: Callable[[np.ndarray], np.ndarray], envs: gym.vector.VectorEnv, episodes: int, seed: int) -> dict[str, Tensor]:
+    """Returns and lengths of ``episodes`` episodes acted by ``act`` (observations to actions), ``envs.num_envs`` at a time.
+
+    Round ``i`` resets the envs with ``seed + i * num_envs``, so the same seed plays the same start states.
+    """
     returns, lengths = [], []
     round_seed = seed
     while len(returns) < episodes:
@@ -169,7 +226,7 @@ def evaluate_greedy(q_network: nn.Module, envs: gym.vector.VectorEnv, episodes: 
         active = np.ones(envs.num_envs, dtype=bool)
         active[episodes - len(returns):] = False  # the last round may need fewer envs
         while active.any():
-            obs, reward, terminated, truncated, _ = envs.step(greedy_actions(q_network, obs))
+            obs, reward, terminated, truncated, _ = envs.step(act(obs))
             running += reward * active
             steps += active
             for env in np.flatnonzero(active & (terminated | truncated)):
@@ -177,6 +234,29 @@ def evaluate_greedy(q_network: nn.Module, envs: gym.vector.VectorEnv, episodes: 
                 lengths.append(int(steps[env]))
                 active[env] = False
     return {"episode_return": torch.tensor(returns), "episode_length": torch.tensor(lengths, dtype=torch.float32)}
+
+
+@torch.no_grad()
+def record_greedy_episode(q_network: nn.Module, env: gym.Env, seed: int, max_frames: int) -> dict:
+    """One greedy episode from ``seed`` on an env made with ``render_mode="rgb_array"``, with its frames.
+
+    Returns ``episode_return`` and ``episode_length`` as one-element tensors and ``frames``, a uint8
+    array ``[T, H, W, 3]`` of the first ``max_frames`` renders (the start state included); frames stay
+    a NumPy array so that moving the batch to an accelerator leaves them where they are.
+    """
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()]
+    episode_return, length, done = 0.0, 0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(int(greedy_actions(q_network, obs[None])[0]))
+        episode_return, length, done = episode_return + float(reward), length + 1, terminated or truncated
+        if len(frames) < max_frames:
+            frames.append(env.render())
+    return {
+        "episode_return": torch.tensor([episode_return]),
+        "episode_length": torch.tensor([float(length)]),
+        "frames": np.stack(frames),
+    }
 
 
 @dataclass
@@ -189,6 +269,13 @@ class CollectionCycle:
 @dataclass
 class EvaluationRound:
     """Request for one batch of greedy evaluation episodes starting from ``seed``."""
+
+    seed: int
+
+
+@dataclass
+class RecordingRequest:
+    """Request to play one greedy episode from ``seed`` and keep its rendered frames (``predict``)."""
 
     seed: int
 
@@ -236,6 +323,9 @@ class ExperienceDataModule(LightningDataModule):
         eval_num_envs: environments used in parallel for evaluation.
         checkpoint_buffer: save replay (and env state) in checkpoints so a resumed run continues
             exactly; turn off for very large buffers (a resumed run then refills replay first).
+        predict_episodes: greedy episodes that ``predict`` plays and renders (one batch each; the
+            ``callbacks.episode_video.EpisodeVideo`` callback writes them as GIFs).
+        record_max_frames: frames kept per recorded episode (the episode itself runs to its end).
     """
 
     def __init__(
@@ -265,6 +355,8 @@ class ExperienceDataModule(LightningDataModule):
         eval_episodes: int = 20,
         eval_num_envs: int = 10,
         checkpoint_buffer: bool = True,
+        predict_episodes: int = 1,
+        record_max_frames: int = 1000,
     ) -> None:
         super().__init__()
         require(num_envs >= 1, f"--data.init_args.num_envs must be at least 1, got {num_envs}")
@@ -284,8 +376,10 @@ class ExperienceDataModule(LightningDataModule):
         )
         require(0.0 <= exploration_final_eps <= 1.0 and 0.0 <= exploration_initial_eps <= 1.0, "--data.init_args.exploration_*_eps must lie in [0, 1]")
         require(eval_episodes >= 1 and eval_num_envs >= 1, "--data.init_args.eval_episodes and eval_num_envs must be at least 1")
+        require(predict_episodes >= 1 and record_max_frames >= 1, "--data.init_args.predict_episodes and record_max_frames must be at least 1")
         self.save_hyperparameters()
         self._spaces: tuple[gym.Space, gym.Space] | None = None
+        self.render_env: gym.Env | None = None
         self.collector: EpsilonGreedyCollector | None = None
         self.eval_envs: gym.vector.VectorEnv | None = None
         self._pending_state: dict | None = None
@@ -293,9 +387,7 @@ class ExperienceDataModule(LightningDataModule):
     # ---- what the learner needs to know before any env runs ---------------------------------
     def _probe_spaces(self) -> tuple[gym.Space, gym.Space]:
         if self._spaces is None:
-            env = make_env(self.hparams.env_id, self.hparams.env_kwargs)
-            self._spaces = (env.observation_space, env.action_space)
-            env.close()
+            self._spaces = env_spaces(self.hparams.env_id, self.hparams.env_kwargs)
         return self._spaces
 
     @property
@@ -321,9 +413,7 @@ class ExperienceDataModule(LightningDataModule):
 
     # ---- Lightning hooks --------------------------------------------------------------------
     def _seed(self) -> int:
-        base = self.hparams.seed if self.hparams.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        return base + 10_000 * rank
+        return rank_seed(self.hparams.seed, self.trainer)
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
@@ -338,13 +428,30 @@ class ExperienceDataModule(LightningDataModule):
             schedule = LinearSchedule(hp.exploration_initial_eps, hp.exploration_final_eps, hp.exploration_steps)
             self.collector = EpsilonGreedyCollector(envs, buffer, schedule, seed=seed, clip_rewards=hp.clip_rewards)
             self.beta = LinearSchedule(hp.prioritized_beta, 1.0, hp.prioritized_beta_steps)
-        if self.eval_envs is None:
+        if stage == "predict" and self.render_env is None:
+            self.render_env = self._make_render_env()
+        if self.eval_envs is None and stage != "predict":
             self.eval_envs = make_vector_env(hp.env_id, min(hp.eval_num_envs, hp.eval_episodes), hp.env_kwargs, hp.vectorization)
         if self._pending_state is not None and self.collector is not None:
             self._load_now(self._pending_state)
             self._pending_state = None
 
+    def _make_render_env(self) -> gym.Env:
+        hp = self.hparams
+        env = make_env(hp.env_id, {**(hp.env_kwargs or {}), "render_mode": "rgb_array"})
+        try:
+            env.reset(seed=0)
+            frame = env.render()
+        except Exception as error:  # a missing display library, an env without rgb_array rendering
+            raise ConfigError(f"predict records episodes, but {hp.env_id} cannot render rgb_array frames here: {error}") from error
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+            raise ConfigError(f"predict records episodes, but {hp.env_id} renders no rgb_array frame (got {type(frame).__name__})")
+        return env
+
     def teardown(self, stage: str) -> None:
+        if stage == "predict" and self.render_env is not None:
+            self.render_env.close()
+            self.render_env = None
         if stage == "fit" and self.collector is not None:
             self.collector.envs.close()
         if self.eval_envs is not None and stage != "fit":
@@ -361,6 +468,10 @@ class ExperienceDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return DataLoader(Requests(lambda i: EvaluationRound(self._seed() + 2_000_000), 1), batch_size=None)
 
+    def predict_dataloader(self) -> DataLoader:
+        first = self._seed() + 3_000_000
+        return DataLoader(Requests(lambda i: RecordingRequest(first + i), self.hparams.predict_episodes), batch_size=None)
+
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         # Experience is made here rather than in the dataset's iterator: Lightning fetches one item
         # ahead of the step it runs, so an iterator that stepped the envs would act with a Q-network
@@ -370,6 +481,8 @@ class ExperienceDataModule(LightningDataModule):
             return self.next_cycle(q_network)
         if isinstance(batch, EvaluationRound):
             return evaluate_greedy(q_network, self.eval_envs, self.hparams.eval_episodes, batch.seed)
+        if isinstance(batch, RecordingRequest):
+            return record_greedy_episode(q_network, self.render_env, batch.seed, self.hparams.record_max_frames)
         return batch
 
     def next_cycle(self, q_network: nn.Module) -> dict[str, Tensor]:

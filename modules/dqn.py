@@ -234,3 +234,7 @@ class DQN(LightningModule):
 
     def test_step(self, episodes: dict[str, Tensor], batch_idx: int) -> None:
         self._log_episodes(episodes, "test")
+
+    def predict_step(self, episode: dict, batch_idx: int) -> dict:
+        """A recorded greedy episode (return, length, rendered frames), played by the datamodule."""
+        return episode

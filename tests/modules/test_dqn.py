@@ -163,3 +163,25 @@ def test_learns_cartpole_beyond_a_random_policy(tmp_path):
     metrics = run.trainer.callback_metrics
     assert metrics["val/return"] > 100
     assert metrics["val/return_std"] >= 0 and metrics["train/env_steps_per_second"] > 0
+
+
+def test_predict_records_a_greedy_episode_as_a_gif(tmp_path, capsys):
+    from PIL import Image, ImageSequence
+
+    cli.main([
+        "predict", "--config", CONFIG,
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--model.init_args.hidden_sizes", "[8]",
+        "--data.init_args.predict_episodes", "2",
+        "--data.init_args.record_max_frames", "6",
+    ])  # fmt: skip
+    gifs = sorted(tmp_path.glob("dqn_cartpole/version_*/episodes/episode_*_return_*.gif"))
+    assert [g.name.split("_return_")[0] for g in gifs] == ["episode_0", "episode_1"]
+    printed = capsys.readouterr().out
+    for gif in gifs:
+        with Image.open(gif) as image:
+            # even a constant push keeps CartPole up for more than 5 steps: 6 frames kept, halved from
+            # 600x400, at 25 fps (PIL merges identical consecutive frames, adding up their durations)
+            durations = [image.info["duration"] for _ in ImageSequence.Iterator(image)]
+            assert sum(durations) == 6 * 40 and image.size == (300, 200)
+        assert str(gif) in printed

@@ -1,0 +1,241 @@
+"""Weight-shared depth with learned halting: accuracy against depth, tied against untied, early exit, parity.
+
+Four parts, each measured side by side in one run (``modules.shared_depth.SharedDepthNetwork``):
+
+1. ``fashion``: Fashion-MNIST, conv stem + one residual conv block (``--block residual_mlp``: a linear
+   embedding of the pixels + one residual MLP block, about 30x cheaper on a CPU). Fixed depths ``--depths`` against the
+   REINFORCE halting policy at each ``--step_costs``; test accuracy and mean depth (thresholded and
+   sampled halting). Bar: a REINFORCE run within 0.3 points of the best fixed depth at <= 70% of its depth.
+2. ``tied``: the same network at depth ``max(--depths)`` with one shared block against one block per
+   step: test accuracy and parameter counts.
+3. ``speed``: wall-clock of inference with per-sample early exit against running every step and
+   selecting the halting step (same answers), on the Fashion-MNIST test set with the first REINFORCE
+   model of part 1 (or a freshly trained one), median of ``--repeats``, alternating.
+4. ``parity``: REINFORCE, ACT and PonderNet on parity (``--bits``, training on 1..``--train_max``
+   nonzeros, testing on ``--test_min``..``--bits``; the defaults are the 64-bit task, ``--extrapolation``
+   the 96-bit one of PonderNet), each trained for ``--minutes`` of wall-clock: test accuracy and mean steps.
+
+    python benchmarks/shared_depth.py                                   # everything, 1 seed
+    python benchmarks/shared_depth.py --parts fashion tied speed --epochs 3 --train_subset 20000
+    python benchmarks/shared_depth.py --parts parity --bits 16 --minutes 5
+    python benchmarks/shared_depth.py --parts parity --extrapolation --minutes 20
+    python benchmarks/shared_depth.py --seeds 0 1 2                      # the README's 3-seed tables
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from lightning.pytorch import Trainer, seed_everything  # noqa: E402
+
+from datamodules.synthetic import ParityDataModule  # noqa: E402
+from datamodules.vision import VisionDataModule  # noqa: E402
+from modules.shared_depth import SharedDepthNetwork  # noqa: E402
+
+FASHION = dict(num_classes=10, input_shape=(1, 28, 28), block="conv", state_dim=32, lr=1e-3)
+PARITY = dict(num_classes=2, block="gru", state_dim=128, max_steps=20, lr=1e-3)
+CONTROLLER_ARGS = {
+    "reinforce": dict(depth_controller="reinforce", step_cost=0.001, reward="neg_loss", uniform_step_mix=0.5, cost_warmup_steps=5000),
+    "act": dict(depth_controller="act", act_tau=0.01),
+    "pondernet": dict(depth_controller="pondernet", ponder_lambda_p=0.2, ponder_beta=0.01),
+}
+
+
+def train(model: SharedDepthNetwork, data, epochs: int | None = None, minutes: float | None = None) -> float:
+    """Fit without validation; returns the seconds spent."""
+    trainer = Trainer(max_epochs=epochs if epochs is not None else -1, max_time={"minutes": minutes} if minutes else None,
+                      accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def evaluate(model: SharedDepthNetwork, inputs: torch.Tensor, labels: torch.Tensor, mode: str = "threshold") -> tuple[float, float, torch.Tensor]:
+    """(accuracy in %, mean halting step, halting steps [N]) with early exit."""
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    results = [model.infer(x, mode, generator=generator) for x in inputs.split(1000)]
+    predicted = torch.cat([r.logits.argmax(-1) for r in results])
+    steps = torch.cat([r.steps for r in results])
+    return 100 * (predicted == labels).float().mean().item(), steps.float().mean().item(), steps
+
+
+def fashion_data(args) -> VisionDataModule:
+    data = VisionDataModule(dataset="fashion_mnist", data_dir=args.data_dir, batch_size=128, val_size=5000,
+                            train_subset=args.train_subset)
+    data.prepare_data()
+    data.setup("fit")
+    data.setup("test")
+    return data
+
+
+def test_split(data) -> tuple[torch.Tensor, torch.Tensor]:
+    return data.test_set.tensors[0], data.test_set.tensors[1]
+
+
+def test_inputs(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split with the datamodule's transform applied (normalisation for images)."""
+    inputs, labels = [], []
+    for batch in data.test_dataloader():
+        inputs.append(batch[0])
+        labels.append(batch[1])
+    return torch.cat(inputs), torch.cat(labels)
+
+
+def part_fashion(args, seed: int, trained: dict) -> list[dict]:
+    data = fashion_data(args)
+    inputs, labels = test_inputs(data)
+    rows = []
+    max_depth = max(args.depths)
+    runs = [(f"fixed depth {d}", dict(depth_controller="fixed", fixed_depth=d, max_steps=max_depth)) for d in args.depths]
+    runs += [(f"reinforce step_cost {c}", dict(depth_controller="reinforce", step_cost=c, reward="correct", max_steps=max_depth,
+                                              uniform_step_mix=0.5, cost_warmup_steps=200)) for c in args.step_costs]
+    for name, options in runs:
+        seed_everything(seed, verbose=False)
+        model = SharedDepthNetwork(**{**FASHION, **options})
+        seconds = train(model, data, epochs=args.epochs)
+        accuracy, steps, _ = evaluate(model, inputs, labels)
+        row = dict(part="fashion", seed=seed, run=name, acc=accuracy, steps=steps, train_s=seconds)
+        if options["depth_controller"] == "reinforce":
+            row["acc_sampled"], row["steps_sampled"], _ = evaluate(model, inputs, labels, "sample")
+            trained.setdefault("fashion_reinforce", model)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def part_tied(args, seed: int) -> list[dict]:
+    data = fashion_data(args)
+    inputs, labels = test_inputs(data)
+    depth = max(args.depths)
+    rows = []
+    for tied in (True, False):
+        seed_everything(seed, verbose=False)
+        model = SharedDepthNetwork(**{**FASHION, "depth_controller": "fixed", "max_steps": depth, "tied": tied})
+        seconds = train(model, data, epochs=args.epochs)
+        accuracy, steps, _ = evaluate(model, inputs, labels)
+        counts = model.parameter_counts()
+        row = dict(part="tied", seed=seed, run=f"{'tied' if tied else 'untied'} depth {depth}", acc=accuracy, steps=steps,
+                   params=counts["params/total"], block_params=counts["params/blocks"], train_s=seconds)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+@torch.no_grad()
+def part_speed(args, seed: int, trained: dict) -> list[dict]:
+    data = fashion_data(args)
+    inputs, labels = test_inputs(data)
+    model = trained.get("fashion_reinforce")
+    if model is None:
+        seed_everything(seed, verbose=False)
+        model = SharedDepthNetwork(**{**FASHION, "depth_controller": "reinforce", "step_cost": args.step_costs[0],
+                                      "reward": "correct", "max_steps": max(args.depths), "cost_warmup_steps": 200})
+        train(model, data, epochs=args.epochs)
+    model.eval()
+    batches = inputs.split(args.eval_batch)
+    timings = {"early exit": [], "all steps": []}
+    same = True
+    for _ in range(args.repeats):
+        for name, run in (("early exit", model.infer), ("all steps", model.infer_all_steps)):
+            start = time.perf_counter()
+            answers = [run(x).logits.argmax(-1) for x in batches]
+            timings[name].append(time.perf_counter() - start)
+            if name == "early exit":
+                early = torch.cat(answers)
+            else:
+                same = same and torch.equal(early, torch.cat(answers))
+    _, steps, _ = evaluate(model, inputs, labels)
+    early_s, all_s = statistics.median(timings["early exit"]), statistics.median(timings["all steps"])
+    row = dict(part="speed", seed=seed, run=f"test set, batch {args.eval_batch}", early_exit_s=early_s, all_steps_s=all_s,
+               ratio=early_s / all_s, mean_steps=steps, max_steps=model.max_steps, same_predictions=same)
+    print(row, flush=True)
+    return [row]
+
+
+def part_parity(args, seed: int) -> list[dict]:
+    bits, train_max, test_min = (96, 48, 49) if args.extrapolation else (args.bits, args.train_max or args.bits, args.test_min)
+    data = ParityDataModule(num_bits=bits, max_nonzero=train_max, test_min_nonzero=test_min, test_max_nonzero=bits,
+                            train_size=128 * 1000, val_size=100, test_size=args.parity_test_size, batch_size=128, seed=seed)
+    data.setup()
+    inputs, labels = test_split(data)
+    rows = []
+    for controller in args.controllers:
+        seed_everything(seed, verbose=False)
+        model = SharedDepthNetwork(**{**PARITY, "input_shape": (bits,), **CONTROLLER_ARGS[controller]})
+        seconds = train(model, data, minutes=args.minutes)
+        accuracy, steps, halt_steps = evaluate(model, inputs, labels)
+        sampled_accuracy, sampled_steps, _ = evaluate(model, inputs, labels, "sample")
+        counts = data.test_num_nonzero
+        low, high = counts <= counts.median(), counts > counts.median()
+        row = dict(part="parity", seed=seed, run=f"{controller}, {bits} bits, train 1..{train_max}, test {test_min}..{bits}",
+                   acc=accuracy, steps=steps, acc_sampled=sampled_accuracy, steps_sampled=sampled_steps,
+                   steps_few_nonzeros=halt_steps[low].float().mean().item(), steps_many_nonzeros=halt_steps[high].float().mean().item(),
+                   train_s=seconds, train_steps=model.global_step if model._trainer is not None else None)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> None:
+    columns = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in ("part", "seed", "run")]
+    print("\n| part | seed | run | " + " | ".join(columns) + " |")
+    for row in rows:
+        values = [f"{row[k]:.3f}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in columns]
+        print(f"| {row['part']} | {row['seed']} | {row['run']} | " + " | ".join(values) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=["fashion", "tied", "speed", "parity"], choices=["fashion", "tied", "speed", "parity"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--train_subset", type=int, default=None, help="first N training images (None: all 55,000)")
+    parser.add_argument("--block", default="conv", choices=["conv", "residual_mlp"], help="Fashion-MNIST step block")
+    parser.add_argument("--state_dim", type=int, default=32, help="Fashion-MNIST state width (channels for conv)")
+    parser.add_argument("--depths", nargs="+", type=int, default=[1, 2, 4, 6])
+    parser.add_argument("--step_costs", nargs="+", type=float, default=[0.003, 0.01, 0.03])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--eval_batch", type=int, default=1000)
+    parser.add_argument("--controllers", nargs="+", default=["reinforce", "act", "pondernet"], choices=list(CONTROLLER_ARGS))
+    parser.add_argument("--bits", type=int, default=64)
+    parser.add_argument("--train_max", type=int, default=None)
+    parser.add_argument("--test_min", type=int, default=1)
+    parser.add_argument("--extrapolation", action="store_true", help="96 bits, train 1..48, test 49..96")
+    parser.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per parity run")
+    parser.add_argument("--parity_test_size", type=int, default=10_000)
+    parser.add_argument("--parity_state_dim", type=int, default=128)
+    parser.add_argument("--parity_max_steps", type=int, default=20)
+    parser.add_argument("--parity_lr", type=float, default=1e-3)
+    parser.add_argument("--cost_warmup_steps", type=int, default=5000, help="REINFORCE step-cost warm-up on parity")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    FASHION.update(block=args.block, state_dim=args.state_dim)
+    PARITY.update(state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
+    CONTROLLER_ARGS["reinforce"]["cost_warmup_steps"] = args.cost_warmup_steps
+    rows: list[dict] = []
+    for seed in args.seeds:
+        trained: dict = {}
+        if "fashion" in args.parts:
+            rows += part_fashion(args, seed, trained)
+        if "tied" in args.parts:
+            rows += part_tied(args, seed)
+        if "speed" in args.parts:
+            rows += part_speed(args, seed, trained)
+        if "parity" in args.parts:
+            rows += part_parity(args, seed)
+    for part in dict.fromkeys(row["part"] for row in rows):
+        table([row for row in rows if row["part"] == part])
+
+
+if __name__ == "__main__":
+    main()

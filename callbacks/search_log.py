@@ -1,0 +1,165 @@
+"""What a hyperparameter search found: every evaluated configuration, the top k, and the best one trained fully.
+
+Both callbacks read the evaluations from the search env's on-disk cache
+(:class:`datamodules.cnn_search.EvaluationCache`), the one record of what was trained under the
+env's budget, so a resumed search shows the evaluations of its first part too.
+"""
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import yaml
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+
+from callbacks.figures import log_figure, tensorboard
+from datamodules.cnn_search import CNNSearchEnv, make_search_env
+from datamodules.vision import VisionDataModule
+from modules.cnn_classifier import train_classifier
+from modules.errors import ConfigError
+
+
+def search_env(trainer: Trainer) -> CNNSearchEnv:
+    """A fresh copy of the env the run's experience datamodule searches with (it shares the cache)."""
+    datamodule = trainer.datamodule
+    hparams = getattr(datamodule, "hparams", {})
+    if "env_id" not in hparams:
+        raise ConfigError(f"the search callbacks need datamodules.experience.ExperienceDataModule, not {type(datamodule).__name__}")
+    return make_search_env(hparams["env_id"], hparams.get("env_kwargs"))
+
+
+def ranked(records: list[dict]) -> list[dict]:
+    """Records best first (ties: the earlier evaluation first)."""
+    return sorted(records, key=lambda r: (-r["val_acc"], r["evaluated_at"]))
+
+
+def top_k_table(records: list[dict], k: int) -> str:
+    """Markdown table of the ``k`` best configurations by validation accuracy."""
+    if not records:
+        return "no configuration evaluated yet"
+    names = list(records[0]["config"])
+    lines = ["| rank | val acc | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for rank, record in enumerate(ranked(records)[:k], start=1):
+        lines.append(f"| {rank} | {record['val_acc']:.4f} | " + " | ".join(str(record["config"][n]) for n in names) + " |")
+    return "\n".join(lines)
+
+
+class SearchLog(Callback):
+    """After each validation and at the end: evaluated configurations to TensorBoard's hparams view, and a top-k table.
+
+    Each configuration becomes one hparams run ``evaluations/NNNN`` with metric ``hparam/val_acc``
+    (the validation accuracy its reward is computed from). Also logged: ``search/best_val_acc`` and
+    ``search/val_acc`` against the number of evaluations, the figure ``search/val_acc_by_evaluation``
+    and the text ``search/top_k``. The run directory gets ``top_k.md`` and ``best_config.yaml``,
+    which stacks on ``configs/cnn_fashion.yaml`` to train the best configuration fully:
+    ``python cli.py fit --config configs/cnn_fashion.yaml --config <run dir>/best_config.yaml``.
+
+    Args:
+        top_k: rows of the table.
+    """
+
+    def __init__(self, top_k: int = 10) -> None:
+        self.top_k = top_k
+        self.logged = 0  # evaluations already sent to TensorBoard
+        self.env: CNNSearchEnv | None = None
+
+    def state_dict(self) -> dict:
+        return {"logged": self.logged}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.logged = state_dict["logged"]
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.env = search_env(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.log_search(trainer)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.log_search(trainer)
+
+    @rank_zero_only
+    def log_search(self, trainer: Trainer) -> None:
+        records = self.env.evaluator.records()
+        writer = tensorboard(trainer)
+        if not records:
+            return
+        val_acc = np.array([r["val_acc"] for r in records])
+        best_so_far = np.maximum.accumulate(val_acc)
+        if writer is not None:
+            domains = {n: v for n, v in self.env.space.values.items() if all(isinstance(x, (str, bool, int, float)) for x in v)}
+            for index in range(self.logged, len(records)):
+                writer.add_hparams(records[index]["config"], {"hparam/val_acc": val_acc[index]}, hparam_domain_discrete=domains, run_name=f"evaluations/{index:04d}")
+                writer.add_scalar("search/val_acc", val_acc[index], index + 1)
+                writer.add_scalar("search/best_val_acc", best_so_far[index], index + 1)
+            writer.add_text("search/top_k", top_k_table(records, self.top_k), trainer.global_step)
+            log_figure(trainer, "search/val_acc_by_evaluation", self.figure(val_acc, best_so_far))
+        self.logged = len(records)
+        if trainer.log_dir:
+            self.write_files(Path(trainer.log_dir), records)
+
+    def write_files(self, directory: Path, records: list[dict]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "top_k.md").write_text(top_k_table(records, self.top_k) + "\n")
+        best = ranked(records)[0]
+        header = (
+            f"# Best of {len(records)} evaluated configurations: val acc {best['val_acc']:.4f} under budget {json.dumps(best['budget'])}.\n"
+            f"# Train it fully: python cli.py fit --config configs/cnn_fashion.yaml --config {directory / 'best_config.yaml'}\n"
+        )
+        (directory / "best_config.yaml").write_text(header + yaml.safe_dump({"model": {"init_args": best["config"]}}, sort_keys=False))
+
+    @staticmethod
+    def figure(val_acc: np.ndarray, best_so_far: np.ndarray):
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        evaluations = np.arange(1, len(val_acc) + 1)
+        ax.plot(evaluations, val_acc, ".", color="tab:blue", alpha=0.5, label="evaluated configuration")
+        ax.plot(evaluations, best_so_far, "-", color="tab:orange", label="best so far")
+        ax.set_xlabel("configurations evaluated")
+        ax.set_ylabel("validation accuracy (search budget)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        return fig
+
+
+class TrainBestConfiguration(Callback):
+    """At the end of the search, trains its best configuration on the whole training set and reports test accuracy.
+
+    The same :func:`modules.cnn_classifier.train_classifier` as the search's evaluations, with the
+    full training split (60k minus ``val_size``) for ``epochs`` epochs; the test accuracy is printed,
+    logged as ``search/best_test_acc`` and written to ``best_result.json`` in the run directory.
+
+    Args:
+        epochs: training epochs of the final run.
+        val_size: validation images held out of the 60k training images.
+        batch_size: batch size of the final run.
+        seed: seed of the final run.
+        accelerator, precision: of the final run's ``Trainer``.
+    """
+
+    def __init__(self, epochs: int = 5, val_size: int = 5000, batch_size: int = 128, seed: int = 0, accelerator: str = "cpu", precision: str = "32-true") -> None:
+        self.epochs, self.val_size, self.batch_size, self.seed = epochs, val_size, batch_size, seed
+        self.accelerator, self.precision = accelerator, precision
+        self.result: dict | None = None
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        env = search_env(trainer)
+        records = env.evaluator.records()
+        if not records:
+            return
+        best = ranked(records)[0]
+        data = VisionDataModule(dataset=best["budget"]["dataset"], val_size=self.val_size, batch_size=self.batch_size, seed=self.seed, **env.evaluator.data_args)
+        result = train_classifier(best["config"], data, self.epochs, self.seed, self.accelerator, self.precision, test=True)
+        self.result = {"config": best["config"], "search_val_acc": best["val_acc"], "epochs": self.epochs, **result}
+        print(f"\nbest configuration {best['config']} (search val acc {best['val_acc']:.4f}) trained {self.epochs} epochs on the full "
+              f"training set: val acc {result['val_acc']:.4f}, test acc {result['test_acc']:.4f} ({result['seconds']:.0f} s)")
+        writer = tensorboard(trainer)
+        if writer is not None:
+            writer.add_scalar("search/best_test_acc", result["test_acc"], trainer.global_step)
+            writer.add_text("search/best_result", json.dumps(self.result), trainer.global_step)
+        if trainer.log_dir:
+            (Path(trainer.log_dir) / "best_result.json").write_text(json.dumps(self.result, indent=1) + "\n")

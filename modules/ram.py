@@ -1,0 +1,264 @@
+"""The Recurrent Attention Model (Mnih et al. 2014, "Recurrent Models of Visual Attention"): hard attention by REINFORCE.
+
+The network looks at an image through ``T = num_glimpses`` small multi-resolution glimpses. At each step
+
+    g_t = f_g(x, l_{t-1}),   h_t = f_h(h_{t-1}, g_t),   l_t ~ pi(. | h_t) = N(tanh(W h_t), std^2 I),
+
+and after the last glimpse ``f_a(h_T)`` classifies. Where to look is sampled, so the classification loss
+cannot reach the location network; it is trained by the score-function estimator on the reward
+``R = 1[argmax f_a(h_T) = y]`` (Sec. 3.2, eq. 2 with the baseline ``b_t`` of the same section):
+
+    grad J ~= sum_{t=1}^{T-1} grad log pi(l_t | h_t) (R - b_t),    b_t = Linear(h_t) regressed onto R,
+
+while the glimpse, core and action networks are trained by backprop on the cross-entropy (the hybrid
+loss of Sec. 4). The sampled locations are detached before they enter the glimpse network, so the
+cross-entropy never reaches the policy; by default the policy and the baseline read a detached
+``h_t``, so REINFORCE never reaches the core either (``policy_detach_state=False`` lets it, as in the
+paper's all-parameter gradient).
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from modules.errors import ConfigError, require
+from modules.glimpse import BaselineNetwork, CoreKind, CoreNetwork, GlimpseNetwork, GlimpseSensor, LocationPolicy
+from modules.policy_gradient import ScoreFunctionEstimator
+from modules.step_logging import step_logs_due
+
+RAMBaseline = Literal["learned", "moving_average", "none"]
+
+
+@dataclass
+class Rollout:
+    """One pass of ``T`` glimpses over a batch."""
+
+    logits: Tensor  # [B, K] class scores after the last glimpse
+    locations: Tensor  # [T, B, 2] where each glimpse looked (l_0 .. l_{T-1}), detached
+    log_prob: Tensor | None  # [T-1, B] log pi(l_t | h_t) of the chosen locations (None for random glimpses)
+    baseline: Tensor | None  # [T-1, B] b_t (learned baseline only)
+    location_mean: Tensor | None  # [T-1, B, 2] the policy's means, detached
+
+
+class RecurrentAttentionModel(LightningModule):
+    """Hard-attention classifier: glimpse sensor + RNN core + Gaussian location policy trained by REINFORCE.
+
+    Args:
+        num_classes: number of classes (must match the datamodule's).
+        image_shape: ``[channels, height, width]`` of the inputs (must match the datamodule's).
+        num_glimpses: glimpses ``T`` per image; ``T - 1`` locations are chosen by the policy.
+        glimpse_size: side ``g`` of each retina patch in pixels (paper: 8 on 28x28, 12 on 60x60 and 100x100).
+        num_scales: patches per glimpse, each ``scale_factor`` times wider than the last (paper: 1, 3 or 4).
+        scale_factor: width ratio of successive patches.
+        what_size, where_size, glimpse_features: widths of ``h_g``, ``h_l`` and ``g_t`` (paper: 128, 128, 256).
+        hidden_size: core state width (paper: 256).
+        core: ``rnn`` (the paper's rectifier RNN) or ``lstm``.
+        location_policy: ``learned`` (Gaussian policy trained by REINFORCE) or ``random`` (ablation: every
+            glimpse location uniform on ``[-1, 1]^2``, no policy, no REINFORCE term).
+        location_std: the policy's standard deviation (initial value when ``learn_std``), in units of half the image.
+        learn_std: learn one log-std per coordinate (by REINFORCE) instead of keeping it fixed.
+        policy_detach_state: the policy and baseline read a detached ``h_t`` (REINFORCE trains the location network only).
+        first_location: ``center`` (``l_0 = (0, 0)``) or ``random`` (uniform ``l_0``).
+        baseline: control variate of the estimator: ``learned`` (per-step ``b_t = Linear(h_t)``),
+            ``moving_average`` or ``none`` (ablation).
+        reinforce_weight: weight of the REINFORCE term (summed over the ``T - 1`` decisions) in the hybrid loss.
+        baseline_coef: weight of the baseline's squared-error regression onto the reward.
+        mc_samples: test-time Monte Carlo rollouts whose class probabilities are averaged; one accuracy each.
+        val_mc_samples: the same during validation (kept small: each rollout is a full pass).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+    """
+
+    monitor = "val/acc"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        num_glimpses: int = 6,
+        glimpse_size: int = 8,
+        num_scales: int = 1,
+        scale_factor: int = 2,
+        what_size: int = 128,
+        where_size: int = 128,
+        glimpse_features: int = 256,
+        hidden_size: int = 256,
+        core: CoreKind = "rnn",
+        location_policy: Literal["learned", "random"] = "learned",
+        location_std: float = 0.1,
+        learn_std: bool = False,
+        policy_detach_state: bool = True,
+        first_location: Literal["center", "random"] = "center",
+        baseline: RAMBaseline = "learned",
+        reinforce_weight: float = 1.0,
+        baseline_coef: float = 1.0,
+        mc_samples: tuple[int, ...] = (1, 10),
+        val_mc_samples: tuple[int, ...] = (1,),
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        require(num_classes >= 2, f"--model.init_args.num_classes must be >= 2, got {num_classes}")
+        require(len(image_shape) == 3 and min(image_shape) > 0, f"--model.init_args.image_shape must be [C, H, W], got {image_shape}")
+        require(num_glimpses >= 1, f"--model.init_args.num_glimpses must be >= 1, got {num_glimpses}")
+        require(location_policy in ("learned", "random"), f"--model.init_args.location_policy must be learned or random, got {location_policy!r}")
+        require(first_location in ("center", "random"), f"--model.init_args.first_location must be center or random, got {first_location!r}")
+        require(baseline in RAMBaseline.__args__, f"--model.init_args.baseline must be one of {RAMBaseline.__args__}, got {baseline!r}")
+        require(all(m >= 1 for m in (*mc_samples, *val_mc_samples)),
+                f"--model.init_args.mc_samples and val_mc_samples must be >= 1, got {list(mc_samples)} and {list(val_mc_samples)}")
+        require(reinforce_weight >= 0 and baseline_coef >= 0, "--model.init_args.reinforce_weight and baseline_coef must be >= 0")
+        require(lr > 0, f"--model.init_args.lr must be > 0, got {lr}")
+        self.save_hyperparameters()
+        channels = image_shape[0]
+        self.glimpse = GlimpseNetwork(GlimpseSensor(glimpse_size, num_scales, scale_factor), channels,
+                                      what_size, where_size, glimpse_features)
+        self.core = CoreNetwork(glimpse_features, hidden_size, core)
+        self.classifier = nn.Linear(hidden_size, num_classes)  # the action network f_a
+        learned = location_policy == "learned"
+        # modules that would get no gradient are not built at all (DDP needs every parameter used)
+        self.location_policy = LocationPolicy(hidden_size, location_std, learn_std, policy_detach_state) if learned else None
+        self.baseline_net = BaselineNetwork(hidden_size) if learned and baseline == "learned" else None
+        self.estimator = ScoreFunctionEstimator(baseline=baseline) if learned else None
+        self.accuracy = nn.ModuleDict({
+            key: MulticlassAccuracy(num_classes, average="micro")
+            for key in ["train_acc",
+                        "val_acc", *(f"val_acc_mc{m}" for m in val_mc_samples),
+                        "test_acc", *(f"test_acc_mc{m}" for m in mc_samples)]
+        })
+
+    # --- the model ------------------------------------------------------------------------------
+
+    def _uniform_location(self, batch: int, reference: Tensor) -> Tensor:
+        return torch.rand(batch, 2, device=reference.device) * 2 - 1
+
+    def rollout(self, images: Tensor, greedy: bool = False) -> Rollout:
+        """Glimpse ``T`` times; ``greedy`` looks at the policy's mean instead of sampling (random glimpses stay random)."""
+        batch = len(images)
+        steps = self.hparams.num_glimpses
+        state = self.core.initial_state(batch, images)
+        location = (images.new_zeros(batch, 2) if self.hparams.first_location == "center"
+                    else self._uniform_location(batch, images))
+        locations, log_probs, baselines, means = [location], [], [], []
+        for t in range(steps):
+            state = self.core(self.glimpse(images, location), state)
+            if t == steps - 1:
+                break
+            hidden = state[0]
+            if self.location_policy is None:
+                location = self._uniform_location(batch, images)
+            else:
+                policy = self.location_policy(hidden)
+                sample = policy.mean if greedy else policy.sample()  # sample() is drawn without grad: detached
+                log_probs.append(policy.log_prob(sample).sum(-1))  # [B]: independent x and y
+                means.append(policy.mean.detach())
+                # the sensor reads outside the image as zeros; clamping keeps the eye on the canvas
+                location = sample.detach().clamp(-1.0, 1.0)
+                if self.baseline_net is not None:
+                    baselines.append(self.baseline_net(hidden))
+            locations.append(location)
+        stack = lambda xs: torch.stack(xs) if xs else None  # noqa: E731
+        return Rollout(self.classifier(state[0]), torch.stack(locations), stack(log_probs), stack(baselines), stack(means))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits ``[B, K]`` of the greedy policy."""
+        return self.rollout(images, greedy=True).logits
+
+    def glimpse_path(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Greedy locations ``[B, T, 2]`` and class logits ``[B, K]`` (for pictures)."""
+        rollout = self.rollout(images, greedy=True)
+        return rollout.locations.transpose(0, 1), rollout.logits
+
+    def check_datamodule(self, datamodule) -> None:
+        """Fail before training if the data does not fit the network."""
+        num_classes = getattr(datamodule, "num_classes", None)
+        image_shape = getattr(datamodule, "image_shape", None)
+        if num_classes is None or image_shape is None:
+            raise ConfigError(
+                f"RecurrentAttentionModel needs an image datamodule with num_classes and image_shape; "
+                f"{type(datamodule).__name__} has neither: use datamodules.vision.VisionDataModule"
+            )
+        require(
+            num_classes == self.hparams.num_classes,
+            f"model has {self.hparams.num_classes} classes but the data has {num_classes}: "
+            f"set --model.init_args.num_classes {num_classes}",
+        )
+        require(
+            tuple(image_shape) == tuple(self.hparams.image_shape),
+            f"model expects images of shape {list(self.hparams.image_shape)} but the data gives {list(image_shape)}: "
+            f"set --model.init_args.image_shape '{list(image_shape)}'",
+        )
+
+    # --- training -------------------------------------------------------------------------------
+
+    def hybrid_loss(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor], Rollout]:
+        """Cross-entropy + REINFORCE on the locations + baseline regression (Sec. 4).
+
+        Returns the loss, its differentiable parts (``cross_entropy``, ``reinforce``, ``baseline_loss``) and
+        the detached ``reward`` (the final 0/1 reward, i.e. the sampled rollout's accuracy), and the rollout.
+        """
+        rollout = self.rollout(images)
+        logits = rollout.logits.float()
+        cross_entropy = F.cross_entropy(logits, labels)
+        reward = (logits.detach().argmax(-1) == labels).float()  # [B]: 1 if the final classification is right
+        parts = {"cross_entropy": cross_entropy, "reward": reward.mean()}
+        if self.estimator is None or rollout.log_prob is None:
+            return cross_entropy, parts, rollout
+        decisions = rollout.log_prob.shape[0]
+        terms = self.estimator(rollout.log_prob, reward.expand(decisions, -1), value=rollout.baseline)
+        # the estimator averages over steps and images; eq. 2 sums over the T - 1 steps
+        parts["reinforce"] = decisions * terms.policy_loss
+        parts["baseline_loss"] = terms.baseline_loss
+        loss = cross_entropy + self.hparams.reinforce_weight * parts["reinforce"] + self.hparams.baseline_coef * terms.baseline_loss
+        return loss, parts, rollout
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        images, labels = batch
+        loss, parts, rollout = self.hybrid_loss(images, labels)
+        if step_logs_due(self):
+            self.accuracy["train_acc"](rollout.logits.detach().argmax(-1), labels)
+            logs = {"train/loss": loss.detach(), "train/acc": self.accuracy["train_acc"],
+                    **{f"train/{name}": value.detach() for name, value in parts.items()}}
+            if self.location_policy is not None:
+                logs["train/location_std"] = self.location_policy.log_std.detach().exp().mean()
+                # share of policy means pinned at the border: the "policy collapsing to a corner" failure
+                logs["train/location_saturation"] = (rollout.location_mean.abs() > 0.95).float().mean()
+            self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False)
+        return loss
+
+    # --- evaluation -----------------------------------------------------------------------------
+
+    def _evaluate(self, batch, stage: str, mc_samples: tuple[int, ...]) -> None:
+        images, labels = batch
+        greedy = self(images)
+        self.accuracy[f"{stage}_acc"](greedy.argmax(-1), labels)
+        logs = {f"{stage}/acc": self.accuracy[f"{stage}_acc"]}
+        if mc_samples:
+            # M sampled rollouts in one batched pass; accuracy of the first m averaged probabilities for each m
+            most = max(mc_samples)
+            logits = self.rollout(images.repeat(most, *([1] * (images.dim() - 1)))).logits
+            probs = logits.float().softmax(-1).reshape(most, len(images), -1)
+            mean_probs = probs.cumsum(0)  # [M, B, K]; the argmax of a sum is the argmax of the mean
+            for m in mc_samples:
+                key = f"{stage}_acc_mc{m}"
+                self.accuracy[key](mean_probs[m - 1].argmax(-1), labels)
+                logs[f"{stage}/acc_mc{m}"] = self.accuracy[key]
+        self.log_dict(logs, prog_bar=stage == "val", sync_dist=False)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val", tuple(self.hparams.val_mc_samples))
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test", tuple(self.hparams.mc_samples))
+
+    def predict_step(self, batch, batch_idx: int) -> Tensor:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images).argmax(-1)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

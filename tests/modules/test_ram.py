@@ -1,0 +1,242 @@
+"""The Recurrent Attention Model: its retina pixel by pixel, where each loss's gradient goes, and end to end."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Trainer
+
+from cli import main
+from datamodules.synthetic import ParityDataModule
+from datamodules.vision import VisionDataModule
+from modules.errors import ConfigError
+from modules.glimpse import GlimpseSensor
+from modules.ram import RecurrentAttentionModel
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUTTERED = str(ROOT / "configs/ram_fashion_cluttered60.yaml")
+PLAIN = str(ROOT / "configs/ram_fashion_28.yaml")
+SMOKE = str(ROOT / "configs/presets/smoke.yaml")
+FAST = ["--trainer.max_epochs=1", "--data.init_args.train_subset=256", "--data.init_args.val_size=128",
+        "--data.init_args.batch_size=64", "--progress_bar.refresh_rate=0", "--model.init_args.hidden_size=32",
+        "--model.init_args.glimpse_features=32", "--model.init_args.what_size=16", "--model.init_args.where_size=16"]
+
+
+# --- the glimpse sensor ------------------------------------------------------------------------
+
+def reference_glimpse(image: torch.Tensor, centre_row: int, centre_col: int, size: int, block: int) -> torch.Tensor:
+    """The patch of ``size`` pixels whose top-left corner is ``size // 2`` above/left of the pixel edge
+    (``centre_row``, ``centre_col``), cut by slicing a zero-padded copy and averaged in ``block x block`` blocks."""
+    pad = size
+    padded = F.pad(image, (pad, pad, pad, pad))
+    top, left = centre_row - size // 2 + pad, centre_col - size // 2 + pad
+    return F.avg_pool2d(padded[None, :, top : top + size, left : left + size], block)[0]
+
+
+def assert_pixels(actual: torch.Tensor, expected: list) -> None:
+    """Equal up to float rounding of the sampling coordinates (a wrong pixel is off by >= 0.5 here)."""
+    torch.testing.assert_close(actual, torch.tensor(expected), rtol=0, atol=1e-4)
+
+
+def test_sensor_reads_the_expected_pixels_at_centre_border_and_coarser_scales():
+    image = torch.arange(64.0).reshape(1, 1, 8, 8)  # pixel (r, c) = 8 r + c
+    sensor = GlimpseSensor(glimpse_size=2, num_scales=3, scale_factor=2)
+    centre, corner = sensor(image.expand(2, -1, -1, -1), torch.tensor([[0.0, 0.0], [-1.0, -1.0]]))
+    assert centre.shape == (3, 1, 2, 2)
+    # l = (0, 0) is the pixel edge between rows/columns 3 and 4
+    assert_pixels(centre[0, 0], [[27.0, 28.0], [35.0, 36.0]])
+    assert_pixels(centre[1, 0], [[22.5, 24.5], [38.5, 40.5]])  # 4x4 patch, 2x2 block means
+    assert_pixels(centre[2, 0], [[13.5, 17.5], [45.5, 49.5]])  # the whole image, 4x4 block means
+    # l = (-1, -1) is the image's top-left corner: three quarters of every patch lie outside and read zero
+    assert_pixels(corner[0, 0], [[0.0, 0.0], [0.0, 0.0]])
+    assert_pixels(corner[1, 0], [[0.0, 0.0], [0.0, 4.5]])  # mean of pixels 0, 1, 8, 9
+    assert_pixels(corner[2, 0], [[0.0, 0.0], [0.0, 13.5]])
+
+
+@pytest.mark.parametrize("scale_factor", [2, 3])
+def test_sensor_matches_zero_padded_slicing_per_sample_on_a_rectangular_batch(scale_factor):
+    """Each image of a batch read at its own location (x along the width, y along the height), two channels."""
+    torch.manual_seed(0)
+    height, width, g, scales = 12, 18, 4, 3
+    images = torch.randint(0, 256, (3, 2, height, width)).float()
+    # pixel edges (column, row) of the glimpse centres: inside, on the border, and at the far corner
+    edges = torch.tensor([[6, 4], [0, 7], [18, 12]])
+    location = torch.stack([edges[:, 0] / width * 2 - 1, edges[:, 1] / height * 2 - 1], dim=1)
+    glimpses = GlimpseSensor(g, scales, scale_factor)(images, location)
+    assert glimpses.shape == (3, scales, 2, g, g)
+    for i, (col, row) in enumerate(edges.tolist()):
+        for k in range(scales):
+            expected = reference_glimpse(images[i], row, col, g * scale_factor**k, scale_factor**k)
+            torch.testing.assert_close(glimpses[i, k], expected, rtol=0, atol=1e-3)
+
+
+# --- where each loss's gradient goes -------------------------------------------------------------
+
+def small_model(**kwargs) -> RecurrentAttentionModel:
+    options = dict(image_shape=(1, 28, 28), num_glimpses=4, glimpse_size=6, num_scales=2, hidden_size=32,
+                   glimpse_features=32, what_size=16, where_size=16)
+    return RecurrentAttentionModel(**{**options, **kwargs})
+
+
+def gradients(model: RecurrentAttentionModel, part: str, module: torch.nn.Module, **kwargs) -> list[torch.Tensor | None]:
+    torch.manual_seed(0)
+    images, labels = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    model.zero_grad(set_to_none=True)
+    _, parts, _ = model.hybrid_loss(images, labels)
+    parts[part].backward()
+    return [p.grad for p in module.parameters()]
+
+
+def is_zero(grads) -> bool:
+    return all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+
+
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_cross_entropy_gives_the_location_network_exactly_zero_gradient(core):
+    model = small_model(core=core, learn_std=True, policy_detach_state=False)
+    assert is_zero(gradients(model, "cross_entropy", model.location_policy))
+    assert is_zero([p.grad for p in model.baseline_net.parameters()])
+    assert not is_zero([model.glimpse.what.weight.grad]) and not is_zero([p.grad for p in model.core.parameters()])
+
+
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_reinforce_reaches_the_location_network_only_unless_told_otherwise(core):
+    model = small_model(core=core, learn_std=True)  # default: the policy reads a detached state
+    assert is_zero(gradients(model, "reinforce", model.core))
+    assert is_zero([p.grad for p in model.glimpse.parameters()]) and is_zero([model.classifier.weight.grad])
+    assert not is_zero([model.location_policy.mean_head.weight.grad, model.location_policy.log_std.grad])
+    coupled = small_model(core=core, policy_detach_state=False)  # the paper's all-parameter gradient
+    assert not is_zero(gradients(coupled, "reinforce", coupled.core))
+
+
+def test_baseline_regression_trains_the_baseline_alone():
+    model = small_model()
+    assert not is_zero(gradients(model, "baseline_loss", model.baseline_net))
+    assert is_zero([p.grad for p in model.core.parameters()]) and is_zero([p.grad for p in model.location_policy.parameters()])
+
+
+def test_reinforce_term_is_the_sum_over_steps_of_advantage_times_log_prob():
+    """-sum_t (R - b_t) log pi(l_t | h_t), averaged over images (eq. 2), from the rollout's own pieces."""
+    model = small_model()
+    torch.manual_seed(1)
+    images, labels = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    torch.manual_seed(2)
+    _, parts, rollout = model.hybrid_loss(images, labels)
+    reward = (rollout.logits.argmax(-1) == labels).float()
+    expected = -((reward - rollout.baseline) * rollout.log_prob).sum(0).mean()
+    torch.testing.assert_close(parts["reinforce"], expected)
+    assert rollout.log_prob.shape == rollout.baseline.shape == (3, 16)  # T - 1 decisions
+    assert rollout.locations.shape == (4, 16, 2) and torch.equal(rollout.locations[0], torch.zeros(16, 2))
+
+
+def test_greedy_rollout_looks_at_the_policy_mean_and_is_repeatable():
+    model = small_model(location_std=0.5).eval()
+    images = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        first, second = model.rollout(images, greedy=True), model.rollout(images, greedy=True)
+        sampled = model.rollout(images)
+    assert torch.equal(first.locations, second.locations) and torch.equal(first.logits, second.logits)
+    torch.testing.assert_close(first.locations[1:], first.location_mean)
+    assert not torch.equal(sampled.locations, first.locations)
+
+
+def test_ablations_build_only_what_they_train():
+    random = small_model(location_policy="random")
+    assert random.location_policy is None and random.baseline_net is None and random.estimator is None
+    loss, parts, rollout = random.hybrid_loss(torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,)))
+    assert torch.equal(loss, parts["cross_entropy"]) and rollout.log_prob is None
+    assert (rollout.locations.abs() <= 1).all() and rollout.locations[1:].std() > 0.3  # uniform on [-1, 1]
+    no_baseline = small_model(baseline="none")
+    assert no_baseline.baseline_net is None and no_baseline.estimator.baseline == "none"
+    assert isinstance(small_model(learn_std=True).location_policy.log_std, torch.nn.Parameter)
+    assert "log_std" in dict(small_model().location_policy.named_buffers())  # fixed std: not trained
+
+
+def test_bad_configuration_and_mismatched_datamodule_are_named():
+    with pytest.raises(ConfigError, match="location_policy"):
+        small_model(location_policy="saliency")
+    with pytest.raises(ConfigError, match="baseline"):
+        small_model(baseline="leave_one_out")
+    with pytest.raises(ConfigError, match="glimpse_size"):
+        small_model(glimpse_size=0)
+    with pytest.raises(ConfigError, match="image datamodule"):
+        small_model().check_datamodule(ParityDataModule())
+    with pytest.raises(ConfigError, match=r"image_shape '\[1, 60, 60\]'"):
+        small_model().check_datamodule(VisionDataModule(variant="cluttered", canvas_size=60))
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+def quiet_trainer(tmp_path, **kwargs) -> Trainer:
+    return Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
+
+
+def test_learned_glimpses_beat_random_glimpses_on_real_images(tmp_path, fashion_source):
+    """A random first glimpse of 8x8 pixels, then one chosen by the policy, on 4,000 real 28x28 images.
+
+    After the same two epochs the learned second glimpse beats a uniformly random one (about 27% test
+    accuracy when measured on Fashion-MNIST; the learned policy about 43%) by a wide margin.
+    """
+    data = VisionDataModule(data_dir=str(tmp_path / "data"), system_dir=str(fashion_source), train_subset=4000,
+                            val_size=1000, batch_size=64)
+    accuracy = {}
+    for policy in ("learned", "random"):
+        torch.manual_seed(0)
+        model = small_model(location_policy=policy, num_glimpses=2, glimpse_size=8, num_scales=1, hidden_size=64,
+                            glimpse_features=64, location_std=0.15, first_location="random", lr=3e-3, mc_samples=())
+        quiet_trainer(tmp_path, max_epochs=2, limit_val_batches=0).fit(model, datamodule=data)
+        accuracy[policy] = quiet_trainer(tmp_path).test(model, datamodule=data, verbose=False)[0]["test/acc"]
+    assert accuracy["learned"] > 0.36 and accuracy["learned"] > accuracy["random"] + 0.08, accuracy
+
+
+def test_smoke_fit_through_cli(vision_args):
+    cli = main(["fit", f"--config={CLUTTERED}", f"--config={SMOKE}", *vision_args])
+    assert cli.trainer.global_step == 1
+
+
+def test_fit_and_test_log_every_metric_and_the_glimpse_paths(vision_args, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli = main(["fit", f"--config={PLAIN}", *vision_args, *FAST, "--trainer.limit_train_batches=3",
+                "--trainer.log_every_n_steps=1", "--model.init_args.learn_std=true"])
+    logged = cli.trainer.logged_metrics
+    for name in ("train/loss", "train/cross_entropy", "train/reinforce", "train/baseline_loss", "train/reward",
+                 "train/location_std", "train/location_saturation", "val/acc", "val/acc_mc1"):
+        assert name in logged, name
+    cli.trainer.limit_test_batches = 2
+    tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    assert {"test/acc", "test/acc_mc1", "test/acc_mc10"} <= set(tested)
+    events = EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert "pictures/glimpse_paths" in events.Tags()["images"]
+
+
+def test_ddp_with_two_cpu_processes(tmp_path, vision_args):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "fit", f"--config={CLUTTERED}", *vision_args, *FAST,
+         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+         "--data.init_args.batch_size=32", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stderr + result.stdout
+    assert "GLOBAL_RANK: 1" in output or "world_size=2" in output
+    checkpoint = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=False)
+    assert checkpoint["global_step"] == 3
+
+
+def test_resume_continues_the_same_run(vision_args):
+    """Resumed from last.ckpt, the run (weights, optimiser, sampled locations) ends where a straight run does."""
+    args = ["fit", f"--config={PLAIN}", *vision_args, *FAST, "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1", "--trainer.callbacks=[]", "--model.init_args.learn_std=true"]
+    straight = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=straight"])
+    first = main([*args, "--trainer.max_epochs=1", "--trainer.logger.init_args.version=part"])
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    resumed = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=resumed", f"--ckpt_path={last}"])
+    assert resumed.trainer.global_step == straight.trainer.global_step == 2 * first.trainer.global_step
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name

@@ -1,0 +1,291 @@
+"""The weight-shared depth network: sharing, the halting distributions against closed forms, early exit, learning, CLI."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+
+from cli import main
+from datamodules.synthetic import ParityDataModule, ToyDataModule
+from datamodules.vision import VisionDataModule
+from modules.errors import ConfigError
+from modules.halting import AdaptiveComputationTime, PonderNetHalting, ReinforceHalting, halting_distribution
+from modules.policy_gradient import ScoreFunctionEstimator
+from modules.shared_depth import SharedDepthNetwork
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = str(ROOT / "configs/presets/smoke.yaml")
+PARITY = str(ROOT / "configs/depth_parity_reinforce.yaml")
+MOONS = str(ROOT / "configs/depth_moons.yaml")
+CONTROLLERS = ["fixed", "reinforce", "act", "pondernet"]
+
+
+def small_network(**kwargs) -> SharedDepthNetwork:
+    args = dict(input_shape=(6,), state_dim=16, hidden_dim=16, max_steps=5, halt_bias_init=0.0)
+    return SharedDepthNetwork(**{**args, **kwargs})
+
+
+# --- sharing ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", ["residual_mlp", "gru"])
+def test_tied_network_has_one_parameter_set_whatever_its_depth(block):
+    tied = [small_network(block=block, max_steps=n).parameter_counts() for n in (1, 4, 12)]
+    untied = [small_network(block=block, max_steps=n, tied=False).parameter_counts() for n in (1, 4, 12)]
+    assert tied[0] == tied[1] == tied[2]
+    assert [c["params/blocks"] for c in untied] == [n * tied[0]["params/blocks"] for n in (1, 4, 12)]
+    model = small_network(block=block, max_steps=4)
+    assert len(model.blocks.blocks) == 1
+    # every step really runs the same module: one set of weights receives the gradient of all steps
+    calls = []
+    model.blocks.blocks[0].register_forward_hook(lambda *_: calls.append(1))
+    model.trace(torch.randn(3, 6))
+    assert len(calls) == 4
+
+
+def test_untied_fixed_depth_network_owns_only_the_blocks_it_runs():
+    model = small_network(depth_controller="fixed", fixed_depth=3, tied=False, max_steps=8)
+    assert len(model.blocks.blocks) == 3 and model.max_steps == 3
+    assert model.halting_policy is None
+
+
+# --- halting distributions against closed forms ---------------------------------------------------
+
+
+def test_pondernet_halting_probabilities_sum_to_one_and_follow_eq_2():
+    torch.manual_seed(0)
+    halt_prob = torch.rand(7, 50)
+    p = halting_distribution(halt_prob)
+    assert torch.allclose(p.sum(0), torch.ones(50), atol=1e-6)
+    expected_3 = halt_prob[2] * (1 - halt_prob[0]) * (1 - halt_prob[1])
+    assert torch.allclose(p[2], expected_3, atol=1e-6)
+    # through the controller, from logits, for a trained-looking network
+    model = small_network(depth_controller="pondernet", max_steps=9)
+    trace = model.trace(torch.randn(11, 6))
+    terms = model.controller.training_terms(trace.step_logits, trace.halt_logits, torch.randint(0, 2, (11,)))
+    assert torch.allclose(terms.halt_distribution.sum(0), torch.ones(11), atol=1e-6)
+
+
+def test_pondernet_kl_equals_its_closed_form_in_the_papers_direction():
+    """lambda = (0.8, 0.5, [1]) gives p = (0.8, 0.1, 0.1); the prior 2^-n truncated to 3 steps is (4/7, 2/7, 1/7)."""
+    controller = PonderNetHalting(lambda_p=0.5, beta=1.0)
+    halt_prob = torch.tensor([[0.8], [0.5], [0.3]])  # the last one is ignored: step N always halts
+    log_p = torch.log(halting_distribution(halt_prob))
+    assert torch.allclose(log_p.exp()[:, 0], torch.tensor([0.8, 0.1, 0.1]))
+    kl = controller.kl_to_prior(log_p).item()
+    closed_form = 0.8 * math.log(0.8 / (4 / 7)) + 0.1 * math.log(0.1 / (2 / 7)) + 0.1 * math.log(0.1 / (1 / 7))
+    reverse = 4 / 7 * math.log((4 / 7) / 0.8) + 2 / 7 * math.log((2 / 7) / 0.1) + 1 / 7 * math.log((1 / 7) / 0.1)
+    assert kl == pytest.approx(closed_form, abs=1e-6)
+    assert abs(kl - reverse) > 0.02  # the reversed KL some public code computes is a different number
+    # the whole loss: sum_n p_n L_n + beta KL, with L_n the cross-entropy of each step's readout
+    step_logits = torch.tensor([[[0.0, 0.0]], [[0.0, 2.0]], [[3.0, 0.0]]])  # [N=3, B=1, K=2]
+    terms = controller.training_terms(step_logits, torch.logit(halt_prob), torch.tensor([1]))
+    losses = [math.log(2), math.log(1 + math.exp(-2)), math.log(1 + math.exp(3))]
+    assert terms.loss.item() == pytest.approx(0.8 * losses[0] + 0.1 * losses[1] + 0.1 * losses[2] + closed_form, abs=1e-5)
+
+
+def test_act_halting_weights_remainder_and_ponder_cost_match_graves_eqs_8_to_12():
+    """h = (0.3, 0.5, 0.4, 0.9): the sum passes 0.99 at step 3, R = 1 - 0.8, p = (0.3, 0.5, 0.2, 0), N + R = 3.2."""
+    controller = AdaptiveComputationTime(tau=0.1, epsilon=0.01)
+    halt_logits = torch.logit(torch.tensor([[0.3], [0.5], [0.4], [0.9]]))
+    p, depth, remainder = controller.halting_weights(halt_logits)
+    assert torch.allclose(p[:, 0], torch.tensor([0.3, 0.5, 0.2, 0.0]), atol=1e-6)
+    assert depth.item() == 3 and remainder.item() == pytest.approx(0.2, abs=1e-6)
+    step_logits = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[2.0, 2.0]], [[9.0, 9.0]]])
+    terms = controller.training_terms(step_logits, halt_logits, torch.tensor([0]))
+    mixed = torch.tensor([0.3 + 0.4, 0.5 + 0.4])  # eq. 7: sum_n p_n y_n
+    expected = torch.nn.functional.cross_entropy(mixed[None], torch.tensor([0])).item() + 0.1 * 3.2
+    assert terms.loss.item() == pytest.approx(expected, abs=1e-5)
+    # only the remainder carries a gradient to the halting units of the steps before N
+    halt_logits.requires_grad_(True)
+    controller.training_terms(step_logits, halt_logits, torch.tensor([0])).loss.backward()
+    assert halt_logits.grad[3].item() == 0.0 and halt_logits.grad[0].item() != 0.0
+
+
+def test_reinforce_halting_gradient_is_the_exact_gradient_of_the_expected_return():
+    """With every step's reward known, E[R] = sum_n p_n R_n has an exact gradient; the sampled estimate must match it."""
+    torch.manual_seed(0)
+    controller = ReinforceHalting(step_cost=0.05, reward="neg_loss", num_samples=20_000, halt_prob_min=0.1, halt_prob_max=0.9,
+                                  uniform_mix=0.0, estimator=ScoreFunctionEstimator(baseline="leave_one_out"))
+    step_logits = torch.tensor([[[0.0, 0.5]], [[0.0, 2.0]], [[0.0, 2.5]], [[0.0, 3.0]]]).expand(4, 3, 2).contiguous()
+    labels = torch.ones(3, dtype=torch.long)
+    halt_logits = torch.tensor([[-1.0, 0.0, 1.0], [0.5, 0.0, -0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
+
+    terms = controller.training_terms(step_logits, halt_logits, labels)
+    estimate, = torch.autograd.grad(terms.loss - terms.task_loss, halt_logits)
+
+    log_p = torch.log(halting_distribution(controller.halt_probability(halt_logits)))
+    step_reward = -torch.nn.functional.cross_entropy(step_logits.reshape(-1, 2), labels.repeat(4), reduction="none").view(4, 3)
+    step_reward = step_reward - 0.05 * torch.arange(1, 5.0)[:, None]
+    exact, = torch.autograd.grad(-(log_p.exp() * step_reward).sum(0).mean(), halt_logits)
+    assert exact[:3].abs().max() > 0.01
+    assert exact[3].abs().max() == 0.0  # the last step always halts: its logit has no say
+    assert torch.allclose(estimate, exact, atol=4e-3), (estimate, exact)
+
+
+def test_reinforce_halting_probabilities_stay_within_their_bounds():
+    controller = ReinforceHalting(halt_prob_min=0.2, halt_prob_max=0.8)
+    probabilities = controller.halt_probability(torch.tensor([-1e4, 0.0, 1e4]))
+    assert torch.allclose(probabilities, torch.tensor([0.2, 0.5, 0.8]))
+
+
+# --- early exit -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+@pytest.mark.parametrize("mode", ["threshold", "sample"])
+def test_early_exit_answers_like_running_every_step_and_selecting_the_halt_step(controller, mode):
+    torch.manual_seed(1)
+    model = small_network(depth_controller=controller, max_steps=6, num_classes=3).eval()
+    with torch.no_grad():
+        if model.halting_policy is not None:  # spread the halting steps (ACT sums its units: start them small)
+            model.halting_policy.linear.weight.mul_(4.0)
+            model.halting_policy.linear.bias.fill_(-1.5 if controller == "act" else 0.0)
+        inputs = torch.randn(64, 6)
+        uniforms = model._uniforms(64, mode, "cpu", torch.Generator().manual_seed(0))
+        early, full = model.infer(inputs, uniforms=uniforms), model.infer_all_steps(inputs, uniforms=uniforms)
+    assert torch.equal(early.steps, full.steps)
+    assert torch.allclose(early.logits, full.logits, atol=1e-5)
+    if controller != "fixed":
+        assert len(early.steps.unique()) >= 3, early.steps  # the test is not about one halting step only
+
+
+def test_early_exit_runs_the_block_only_on_samples_still_computing():
+    torch.manual_seed(0)
+    model = small_network(depth_controller="reinforce", max_steps=6).eval()
+    rows = []
+    model.blocks.blocks[0].register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
+    with torch.no_grad():
+        model.halting_policy.linear.weight.mul_(4.0)
+        result = model.infer(torch.randn(200, 6))
+    assert sum(rows) == result.steps.sum().item() < 200 * 6
+    assert rows == sorted(rows, reverse=True)
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+def test_mismatched_datamodule_and_bad_options_are_named():
+    with pytest.raises(ConfigError, match="input_shape '\\[16\\]'"):
+        small_network().check_datamodule(ParityDataModule(num_bits=16))
+    with pytest.raises(ConfigError, match="num_classes 10"):
+        small_network(input_shape=(1, 28, 28)).check_datamodule(VisionDataModule())
+    small_network(input_shape=(2,)).check_datamodule(ToyDataModule())
+    with pytest.raises(ConfigError, match="block conv needs image inputs"):
+        small_network(block="conv")
+    with pytest.raises(ConfigError, match="fixed_depth"):
+        small_network(depth_controller="fixed", fixed_depth=9)
+    with pytest.raises(ConfigError, match="halt_prob_min"):
+        small_network(halt_prob_min=0.6, halt_prob_max=0.5)
+
+
+def test_conv_network_runs_on_images_and_keeps_samples_independent():
+    model = SharedDepthNetwork(num_classes=10, input_shape=(1, 28, 28), block="conv", state_dim=8, max_steps=3).eval()
+    images = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        alone = model.infer(images[:1]).logits
+        together = model.infer(images).logits
+    assert together.shape == (5, 10)
+    assert torch.allclose(alone, together[:1], atol=1e-5)  # GroupNorm, not BatchNorm: no cross-sample leak
+
+
+# --- learning -------------------------------------------------------------------------------------
+
+
+def quiet_trainer(**kwargs) -> Trainer:
+    return Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **kwargs)
+
+
+def test_reinforce_halting_learns_parity_and_uses_more_than_one_step():
+    """6-bit parity: an untrained network is at chance (50%); one GRU step alone does not solve it here."""
+    seed_everything(0, verbose=False)
+    data = ParityDataModule(num_bits=6, train_size=128 * 300, val_size=100, test_size=1000, batch_size=128)
+    model = SharedDepthNetwork(input_shape=(6,), block="gru", state_dim=48, max_steps=5, depth_controller="reinforce",
+                               step_cost=0.01, cost_warmup_steps=200, lr=3e-3)
+    quiet_trainer(max_epochs=1).fit(model, datamodule=data)
+    inputs, labels = data.test_set.tensors
+    with torch.no_grad():
+        result = model.eval().infer(inputs)
+    accuracy = (result.logits.argmax(-1) == labels).float().mean().item()
+    assert accuracy > 0.9, (accuracy, result.steps.float().mean())
+    assert result.steps.float().mean() > 1.5
+
+
+@pytest.mark.parametrize("controller", ["reinforce", "pondernet"])
+def test_halting_network_learns_moons(controller):
+    seed_everything(0, verbose=False)
+    data = ToyDataModule("moons", num_samples=1000, batch_size=64)
+    model = SharedDepthNetwork(input_shape=(2,), block="residual_mlp", state_dim=16, hidden_dim=32, max_steps=6,
+                               depth_controller=controller, lr=1e-2)
+    quiet_trainer(max_epochs=6).fit(model, datamodule=data)
+    inputs, labels = data.test_set.tensors
+    with torch.no_grad():
+        accuracy = (model.eval()(inputs).argmax(-1) == labels).float().mean().item()
+    assert accuracy > 0.97, accuracy
+
+
+# --- through the CLI ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", sorted(str(p) for p in (ROOT / "configs").glob("depth_*.yaml")))
+def test_smoke_fit_through_cli(config, tmp_path, fashion_source):
+    args = [f"--trainer.default_root_dir={tmp_path}"]
+    if "fashion" in config:
+        args += [f"--data.init_args.data_dir={tmp_path / 'data'}", f"--data.init_args.system_dir={fashion_source}"]
+    cli = main(["fit", f"--config={config}", f"--config={SMOKE}", *args])
+    assert cli.trainer.global_step == 1
+
+
+def toy_args(tmp_path) -> list[str]:
+    return [f"--config={MOONS}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            f"--trainer.default_root_dir={tmp_path / 'runs'}", "--progress_bar.refresh_rate=0",
+            "--data.init_args.num_samples=256", "--data.init_args.val_size=64", "--data.init_args.test_size=64"]
+
+
+def test_fit_and_test_log_accuracy_steps_parameters_and_pictures(tmp_path):
+    pictures = '[{"class_path": "callbacks.depth_pictures.DepthPictures", "init_args": {"every_n_epochs": 1, "grid_size": 20}}]'
+    cli = main(["fit", *toy_args(tmp_path), "--trainer.max_epochs=1", "--trainer.log_every_n_steps=2", f"--trainer.callbacks={pictures}"])
+    logged = cli.trainer.logged_metrics
+    for name in ("val/acc", "val/mean_steps", "val/acc_sample", "val/mean_steps_sample", "train/reward", "train/expected_steps"):
+        assert name in logged, name
+    assert 1 <= logged["val/mean_steps"] <= 8
+    tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    assert {"test/acc", "test/mean_steps", "test/acc_sample", "test/mean_steps_sample"} <= tested.keys()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert {"params/total", "params/blocks"} <= set(events.Tags()["scalars"])
+    assert {"pictures/trajectories", "pictures/halting_map", "pictures/test_trajectories"} <= set(events.Tags()["images"])
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "fit", *toy_args(tmp_path), "--trainer.max_epochs=1",
+         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.callbacks=[]",
+         "--data.init_args.batch_size=32",
+         "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stderr + result.stdout
+    assert "GLOBAL_RANK: 1" in output or "world_size=2" in output
+    checkpoint = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=False)
+    assert checkpoint["global_step"] == 3
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    """Resumed from last.ckpt, the run (weights, estimator statistics, RNG) ends where a straight run does."""
+    args = ["fit", *toy_args(tmp_path), "--trainer.callbacks=[]", "--trainer.limit_val_batches=1"]
+    straight = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=straight"])
+    first = main([*args, "--trainer.max_epochs=1", "--trainer.logger.init_args.version=part"])
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    resumed = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=resumed", f"--ckpt_path={last}"])
+    assert resumed.trainer.global_step == straight.trainer.global_step == 2 * first.trainer.global_step
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
