@@ -42,6 +42,11 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if not self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning 2.6 writes last.ckpt here even under fast_dev_run, which promises to write nothing
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
     def _refresh_last(self, trainer: Trainer) -> None:
         # skipped when the parent already saved at this step (then last.ckpt is current)
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):

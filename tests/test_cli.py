@@ -22,9 +22,10 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_smoke_fit_through_cli(vision_args):
+def test_smoke_fit_through_cli_writes_nothing(tmp_path, vision_args):
     cli = main(["fit", f"--config={CLASSIFIER}", f"--config={SMOKE}", *vision_args])
     assert cli.trainer.global_step == 1
+    assert not (tmp_path / "runs").exists(), sorted(str(p) for p in (tmp_path / "runs").rglob("*"))
 
 
 def test_fit_writes_config_that_reproduces_the_run(tmp_path, vision_args):
