@@ -11,8 +11,9 @@ from callbacks.figures import log_figure, tensorboard
 def location_to_pixels(location: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``(x, y)`` in ``[-1, 1]`` to pixel coordinates of the glimpse centre (``-1`` is the image's outer edge).
 
-    The same convention as :class:`modules.glimpse.GlimpseSensor` (``grid_sample`` with ``align_corners=False``),
-    shifted by half a pixel because matplotlib puts pixel ``i``'s centre at ``i``.
+    The same convention as :class:`modules.glimpse.GlimpseSensor` (``l -> (l + 1) W / 2`` from the outer edge),
+    shifted by half a pixel because matplotlib puts pixel ``i``'s centre at ``i``. The sensor rounds each patch
+    to whole pixels, so a drawn box can sit up to half a pixel from the patch actually read.
     """
     x = (location[..., 0] + 1) * width / 2 - 0.5
     y = (location[..., 1] + 1) * height / 2 - 0.5

@@ -16,11 +16,11 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.seed import isolate_rng
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, Trainer
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
-from modules.errors import ConfigError, require
+from modules.classifier import Classifier
+from modules.errors import require
 from modules.networks import _ACTIVATIONS, Activation
 from modules.step_logging import step_logs_due
 
@@ -68,7 +68,7 @@ class ConvNet(nn.Module):
         return self.head(self.features(images))
 
 
-class CNNClassifier(LightningModule):
+class CNNClassifier(Classifier):
     """A CNN trained by cross-entropy; its architecture and optimiser are hyperparameters to search over.
 
     Args:
@@ -86,9 +86,6 @@ class CNNClassifier(LightningModule):
         weight_decay: the optimiser's weight decay.
     """
 
-    monitor = "val/acc"
-    monitor_mode = "max"
-
     def __init__(
         self,
         num_classes: int = 10,
@@ -104,9 +101,7 @@ class CNNClassifier(LightningModule):
         dropout: float = 0.25,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__()
-        require(num_classes >= 2, f"--model.init_args.num_classes must be >= 2, got {num_classes}")
-        require(len(image_shape) == 3 and min(image_shape) > 0, f"--model.init_args.image_shape must be [C, H, W], got {image_shape}")
+        super().__init__(num_classes, image_shape)
         max_blocks = min(image_shape[1:]).bit_length() - 1
         require(
             1 <= conv_layers <= max_blocks,
@@ -121,57 +116,23 @@ class CNNClassifier(LightningModule):
         require(0.0 <= dropout < 1.0, f"--model.init_args.dropout must lie in [0, 1), got {dropout}")
         self.save_hyperparameters()
         self.network = ConvNet(image_shape, num_classes, conv_layers, filters, kernel_size, dense_layers, dense_width, activation, dropout)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, images: Tensor) -> Tensor:
         """Class logits ``[B, num_classes]``."""
         return self.network(images)
-
-    def check_datamodule(self, datamodule) -> None:
-        """Fail before training if the data does not fit the network."""
-        num_classes = getattr(datamodule, "num_classes", None)
-        image_shape = getattr(datamodule, "image_shape", None)
-        if num_classes is None or image_shape is None:
-            raise ConfigError(
-                f"CNNClassifier needs an image datamodule with num_classes and image_shape; "
-                f"{type(datamodule).__name__} has neither: use datamodules.vision.VisionDataModule"
-            )
-        require(
-            num_classes == self.hparams.num_classes,
-            f"model has {self.hparams.num_classes} classes but the data has {num_classes}: set --model.init_args.num_classes {num_classes}",
-        )
-        require(
-            tuple(image_shape) == tuple(self.hparams.image_shape),
-            f"model expects images of shape {list(self.hparams.image_shape)} but the data gives {list(image_shape)}: "
-            f"set --model.init_args.image_shape '{list(image_shape)}'",
-        )
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits.float(), labels)
         if step_logs_due(self):
-            self.train_acc(logits.detach().argmax(-1), labels)
-            self.log_dict({"train/loss": loss.detach(), "train/acc": self.train_acc}, on_step=True, on_epoch=False, prog_bar=True)
+            self.log_training(loss, logits, labels)
         return loss
 
-    def _evaluate(self, batch, accuracy: MulticlassAccuracy, stage: str) -> None:
+    def evaluate(self, batch, stage: str) -> None:
         images, labels = batch
         logits = self(images)
-        accuracy(logits.argmax(-1), labels)
-        self.log_dict({f"{stage}/loss": F.cross_entropy(logits.float(), labels), f"{stage}/acc": accuracy}, prog_bar=stage == "val", sync_dist=True)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_acc, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_acc, "test")
-
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(images).argmax(-1)
+        self.log_evaluation(stage, logits, labels, loss=F.cross_entropy(logits.float(), labels))
 
     def configure_optimizers(self):
         hp = self.hparams

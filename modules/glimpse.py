@@ -19,16 +19,18 @@ class GlimpseSensor(nn.Module):
     """The retina ``rho(x, l)`` of Sec. 3.1: ``num_scales`` square patches centred on ``l``, each resized to ``g x g``.
 
     Patch ``k`` (``k = 0 .. num_scales - 1``) covers ``g * s`` pixels on a side, ``s = scale_factor**k``, and
-    is shrunk to ``g x g`` by averaging blocks of ``s x s`` pixels; pixels outside the image read as zero
-    (``grid_sample``'s zero padding). The whole batch and every scale are read by ONE ``grid_sample`` call:
-    each scale's sampling grid is the batch's locations broadcast onto fixed per-scale offsets (the
-    ``affine_grid`` of a translation, without its batched matrix product), the scales' points are
-    concatenated, and there is no per-sample Python loop anywhere. Bilinear sampling midway between
-    four pixel centres is their mean, so a block of an even ``s`` needs only ``(s/2)^2`` samples (each a
-    2x2 mean) and ``avg_pool2d`` finishes the block mean; an odd ``s`` samples every pixel centre.
+    is shrunk to ``g x g`` by averaging blocks of ``s x s`` pixels; pixels outside the image read as zero.
+    Patches lie on the pixel grid (integer crops): each patch's edges are the pixel edges nearest to where ``l``
+    puts them, so a glimpse is exactly the zero-padded image's pixels and block means; a location between
+    pixel edges is rounded, not interpolated (the location is never differentiated through the sensor).
 
-    When the patch edges fall on pixel edges (e.g. ``l = 0`` with even sizes) the glimpse is exactly the
-    zero-padded image's pixels and block means; between pixels it is their bilinear interpolation.
+    Every block sum is four reads of the image's summed-area table ``S`` (``S[r, c]`` = the sum of the pixels
+    above and left of pixel edge ``(r, c)``; indices clamped to the image read the zero padding for free):
+    the ``g x g`` blocks of one patch have ``(g + 1)^2`` corners, and ONE ``gather`` reads every corner of
+    every scale of the whole batch; two differences give the block sums. There is no per-sample Python loop.
+    The table is float64, so that differences of large sums keep single pixels exact. A model that glimpses
+    the same images ``T`` times builds the table once (:meth:`summed_area_table`) and calls :meth:`read`
+    for each glimpse; :meth:`forward` does both.
     """
 
     def __init__(self, glimpse_size: int = 8, num_scales: int = 1, scale_factor: int = 2) -> None:
@@ -41,41 +43,47 @@ class GlimpseSensor(nn.Module):
         self.scale_factor = scale_factor
         self.blocks = [scale_factor**k for k in range(num_scales)]  # pixels per output pixel (side)
         self.patch_sizes = [glimpse_size * s for s in self.blocks]  # pixels on a side
-        # samples per output pixel (side): each sample of an even block is the mean of 2x2 pixels
-        self._pools = [s // 2 if s % 2 == 0 else s for s in self.blocks]
-        for k, (s, pool) in enumerate(zip(self.blocks, self._pools)):
-            step = s / pool  # pixels between samples: 2 (even s) or 1 (odd s)
-            # sample n sits at the centre of the n-th step-wide strip of the patch, in pixels from its centre
-            offsets = (torch.arange(glimpse_size * pool) + 0.5) * step - glimpse_size * s / 2
-            self.register_buffer(f"_offsets{k}", offsets, persistent=False)
+        blocks = torch.tensor(self.blocks)
+        # a patch's left (top) edge is the pixel edge nearest to centre - g s / 2, i.e. floor(centre - g s / 2 + 1 / 2);
+        # its block corners follow every s pixels: floor(centre + offset), offset = s i - g s / 2 + 1 / 2, [K, g+1].
+        # Stored doubled, as integers, so that casting the module (bf16-true) cannot round them
+        twice_offsets = blocks[:, None] * (2 * torch.arange(glimpse_size + 1) - glimpse_size) + 1
+        self.register_buffer("_twice_corner_offsets", twice_offsets, persistent=False)
+        self.register_buffer("_block_area", (blocks**2)[:, None, None], persistent=False)  # [K, 1, 1], integer
 
     @property
     def out_features(self) -> int:
         """Values per channel in one glimpse (all scales)."""
         return self.num_scales * self.glimpse_size**2
 
+    @staticmethod
+    def summed_area_table(images: Tensor) -> Tensor:
+        """``images`` [B, C, H, W] -> ``S`` [B, C, H + 1, W + 1] (float64), ``S[r, c]`` = sum of ``images[:r, :c]``."""
+        batch, channels, height, width = images.shape
+        table = images.new_zeros(batch, channels, height + 1, width + 1, dtype=torch.float64)
+        table[:, :, 1:, 1:] = images
+        return table.cumsum_(-1).cumsum_(-2)
+
+    def read(self, table: Tensor, location: Tensor) -> Tensor:
+        """``table`` from :meth:`summed_area_table`, ``location`` [B, 2] as (x, y) in [-1, 1]
+        -> glimpses [B, num_scales, C, g, g] (float64)."""
+        batch, channels, rows, cols = table.shape  # rows = H + 1, cols = W + 1
+        offsets = self._twice_corner_offsets / 2.0  # float32
+        last = offsets.new_tensor([[[cols - 1]], [[rows - 1]]])  # [2, 1, 1]: (W, H), the last pixel edges
+        half = last / 2
+        # every block corner's pixel edge, (x, y) = (column, row), clamped into the table (which reads the zero padding)
+        corners = torch.addcmul(offsets + half, location.float()[:, :, None, None], half)
+        corners = torch.minimum(corners.floor_().clamp_(min=0), last)  # [B, 2, K, g+1]
+        x, y = (corners * last.new_tensor([[[1]], [[cols]]])).long().unbind(1)
+        index = (y[..., :, None] + x[..., None, :]).view(batch, 1, -1)  # [B, 1, K (g+1)^2] into the flattened table
+        sums = table.flatten(2).gather(2, index if channels == 1 else index.expand(-1, channels, -1))
+        sums = sums.view(batch, channels, self.num_scales, self.glimpse_size + 1, self.glimpse_size + 1)
+        means = sums.diff(dim=-2).diff(dim=-1) / self._block_area  # [B, C, K, g, g]
+        return means.transpose(1, 2)
+
     def forward(self, images: Tensor, location: Tensor) -> Tensor:
         """``images`` [B, C, H, W], ``location`` [B, 2] as (x, y) in [-1, 1] -> glimpses [B, num_scales, C, g, g]."""
-        batch, channels, height, width = images.shape
-        # grid_sample's units (align_corners=False): -1 and 1 are the image's outer edges, so a pixel
-        # offset d from the centre l is l + 2 d / size
-        x_centre, y_centre = location.to(images.dtype).unbind(-1)
-        grids = []
-        for k in range(self.num_scales):
-            offsets = getattr(self, f"_offsets{k}").to(images.dtype)
-            x = x_centre[:, None, None] + (2 / width) * offsets[None, None, :]  # [B, 1, n]
-            y = y_centre[:, None, None] + (2 / height) * offsets[None, :, None]  # [B, n, 1]
-            grids.append(torch.stack(torch.broadcast_tensors(x, y), dim=-1).flatten(1, 2))  # [B, n * n, 2]
-        sizes = [grid.shape[1] for grid in grids]
-        # every scale's points in one call: [B, C, 1, sum(n * n)]
-        samples = F.grid_sample(images, torch.cat(grids, dim=1)[:, None], mode="bilinear", padding_mode="zeros",
-                                align_corners=False)
-        glimpses = []
-        for part, pool in zip(samples.split(sizes, dim=-1), self._pools):
-            side = self.glimpse_size * pool
-            patch = part.reshape(batch, channels, side, side)
-            glimpses.append(F.avg_pool2d(patch, pool) if pool > 1 else patch)
-        return torch.stack(glimpses, dim=1)
+        return self.read(self.summed_area_table(images), location).to(images.dtype)
 
 
 class GlimpseNetwork(nn.Module):
@@ -95,9 +103,15 @@ class GlimpseNetwork(nn.Module):
         self.where_out = nn.Linear(where_size, out_size)
         self.out_features = out_size
 
-    def forward(self, images: Tensor, location: Tensor) -> Tensor:
-        """``images`` [B, C, H, W], ``location`` [B, 2] -> glimpse features [B, out_size]."""
-        h_g = F.relu(self.what(self.sensor(images, location).flatten(1)))
+    def forward(self, images: Tensor, location: Tensor, table: Tensor | None = None) -> Tensor:
+        """``images`` [B, C, H, W], ``location`` [B, 2] -> glimpse features [B, out_size].
+
+        ``table``: ``sensor.summed_area_table(images)``, built once by a caller that glimpses the same images
+        several times (otherwise built here).
+        """
+        if table is None:
+            table = self.sensor.summed_area_table(images)
+        h_g = F.relu(self.what(self.sensor.read(table, location).to(images.dtype).flatten(1)))
         h_l = F.relu(self.where(location.to(h_g.dtype)))
         return F.relu(self.what_out(h_g) + self.where_out(h_l))
 

@@ -22,11 +22,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from modules.errors import ConfigError, require
+from modules.classifier import Classifier
+from modules.errors import require
 from modules.glimpse import BaselineNetwork, CoreKind, CoreNetwork, GlimpseNetwork, GlimpseSensor, LocationPolicy
 from modules.policy_gradient import ScoreFunctionEstimator
 from modules.step_logging import step_logs_due
@@ -45,7 +45,7 @@ class Rollout:
     location_mean: Tensor | None  # [T-1, B, 2] the policy's means, detached
 
 
-class RecurrentAttentionModel(LightningModule):
+class RecurrentAttentionModel(Classifier):
     """Hard-attention classifier: glimpse sensor + RNN core + Gaussian location policy trained by REINFORCE.
 
     Args:
@@ -74,9 +74,6 @@ class RecurrentAttentionModel(LightningModule):
         weight_decay: Adam weight decay.
     """
 
-    monitor = "val/acc"
-    monitor_mode = "max"
-
     def __init__(
         self,
         num_classes: int = 10,
@@ -103,9 +100,7 @@ class RecurrentAttentionModel(LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__()
-        require(num_classes >= 2, f"--model.init_args.num_classes must be >= 2, got {num_classes}")
-        require(len(image_shape) == 3 and min(image_shape) > 0, f"--model.init_args.image_shape must be [C, H, W], got {image_shape}")
+        super().__init__(num_classes, image_shape)
         require(num_glimpses >= 1, f"--model.init_args.num_glimpses must be >= 1, got {num_glimpses}")
         require(location_policy in ("learned", "random"), f"--model.init_args.location_policy must be learned or random, got {location_policy!r}")
         require(first_location in ("center", "random"), f"--model.init_args.first_location must be center or random, got {first_location!r}")
@@ -125,11 +120,10 @@ class RecurrentAttentionModel(LightningModule):
         self.location_policy = LocationPolicy(hidden_size, location_std, learn_std, policy_detach_state) if learned else None
         self.baseline_net = BaselineNetwork(hidden_size) if learned and baseline == "learned" else None
         self.estimator = ScoreFunctionEstimator(baseline=baseline) if learned else None
-        self.accuracy = nn.ModuleDict({
-            key: MulticlassAccuracy(num_classes, average="micro")
-            for key in ["train_acc",
-                        "val_acc", *(f"val_acc_mc{m}" for m in val_mc_samples),
-                        "test_acc", *(f"test_acc_mc{m}" for m in mc_samples)]
+        # accuracy of the class probabilities averaged over m sampled rollouts, one metric per stage and m
+        self.mc_accuracy = nn.ModuleDict({
+            f"{stage}_mc{m}": MulticlassAccuracy(num_classes, average="micro")
+            for stage, samples in (("val", val_mc_samples), ("test", mc_samples)) for m in samples
         })
 
     # --- the model ------------------------------------------------------------------------------
@@ -142,11 +136,12 @@ class RecurrentAttentionModel(LightningModule):
         batch = len(images)
         steps = self.hparams.num_glimpses
         state = self.core.initial_state(batch, images)
+        table = self.glimpse.sensor.summed_area_table(images)  # built once: all T glimpses read from it
         location = (images.new_zeros(batch, 2) if self.hparams.first_location == "center"
                     else self._uniform_location(batch, images))
         locations, log_probs, baselines, means = [location], [], [], []
         for t in range(steps):
-            state = self.core(self.glimpse(images, location), state)
+            state = self.core(self.glimpse(images, location, table), state)
             if t == steps - 1:
                 break
             hidden = state[0]
@@ -173,26 +168,6 @@ class RecurrentAttentionModel(LightningModule):
         """Greedy locations ``[B, T, 2]`` and class logits ``[B, K]`` (for pictures)."""
         rollout = self.rollout(images, greedy=True)
         return rollout.locations.transpose(0, 1), rollout.logits
-
-    def check_datamodule(self, datamodule) -> None:
-        """Fail before training if the data does not fit the network."""
-        num_classes = getattr(datamodule, "num_classes", None)
-        image_shape = getattr(datamodule, "image_shape", None)
-        if num_classes is None or image_shape is None:
-            raise ConfigError(
-                f"RecurrentAttentionModel needs an image datamodule with num_classes and image_shape; "
-                f"{type(datamodule).__name__} has neither: use datamodules.vision.VisionDataModule"
-            )
-        require(
-            num_classes == self.hparams.num_classes,
-            f"model has {self.hparams.num_classes} classes but the data has {num_classes}: "
-            f"set --model.init_args.num_classes {num_classes}",
-        )
-        require(
-            tuple(image_shape) == tuple(self.hparams.image_shape),
-            f"model expects images of shape {list(self.hparams.image_shape)} but the data gives {list(image_shape)}: "
-            f"set --model.init_args.image_shape '{list(image_shape)}'",
-        )
 
     # --- training -------------------------------------------------------------------------------
 
@@ -221,23 +196,22 @@ class RecurrentAttentionModel(LightningModule):
         images, labels = batch
         loss, parts, rollout = self.hybrid_loss(images, labels)
         if step_logs_due(self):
-            self.accuracy["train_acc"](rollout.logits.detach().argmax(-1), labels)
-            logs = {"train/loss": loss.detach(), "train/acc": self.accuracy["train_acc"],
-                    **{f"train/{name}": value.detach() for name, value in parts.items()}}
+            measures = {name: value.detach() for name, value in parts.items()}
             if self.location_policy is not None:
-                logs["train/location_std"] = self.location_policy.log_std.detach().exp().mean()
+                measures["location_std"] = self.location_policy.log_std.detach().exp().mean()
                 # share of policy means pinned at the border: the "policy collapsing to a corner" failure
-                logs["train/location_saturation"] = (rollout.location_mean.abs() > 0.95).float().mean()
-            self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False)
+                measures["location_saturation"] = (rollout.location_mean.abs() > 0.95).float().mean()
+            self.log_training(loss, rollout.logits, labels, **measures)
         return loss
 
     # --- evaluation -----------------------------------------------------------------------------
 
-    def _evaluate(self, batch, stage: str, mc_samples: tuple[int, ...]) -> None:
+    def evaluate(self, batch, stage: str) -> None:
+        """Accuracy of the greedy rollout, and of the class probabilities averaged over ``m`` sampled rollouts."""
         images, labels = batch
         greedy = self(images)
-        self.accuracy[f"{stage}_acc"](greedy.argmax(-1), labels)
-        logs = {f"{stage}/acc": self.accuracy[f"{stage}_acc"]}
+        mc_samples = self.hparams.val_mc_samples if stage == "val" else self.hparams.mc_samples
+        measures = {}
         if mc_samples:
             # M sampled rollouts in one batched pass; accuracy of the first m averaged probabilities for each m
             most = max(mc_samples)
@@ -245,20 +219,7 @@ class RecurrentAttentionModel(LightningModule):
             probs = logits.float().softmax(-1).reshape(most, len(images), -1)
             mean_probs = probs.cumsum(0)  # [M, B, K]; the argmax of a sum is the argmax of the mean
             for m in mc_samples:
-                key = f"{stage}_acc_mc{m}"
-                self.accuracy[key](mean_probs[m - 1].argmax(-1), labels)
-                logs[f"{stage}/acc_mc{m}"] = self.accuracy[key]
-        self.log_dict(logs, prog_bar=stage == "val", sync_dist=False)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", tuple(self.hparams.val_mc_samples))
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", tuple(self.hparams.mc_samples))
-
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(images).argmax(-1)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+                accuracy = self.mc_accuracy[f"{stage}_mc{m}"]
+                accuracy(mean_probs[m - 1].argmax(-1), labels)
+                measures[f"acc_mc{m}"] = accuracy
+        self.log_evaluation(stage, greedy, labels, **measures)

@@ -13,19 +13,18 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.distributions import Categorical
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
-from modules.errors import ConfigError, require
+from modules.classifier import Classifier
+from modules.errors import require
 from modules.networks import Activation, ImageEncoder
 from modules.policy_gradient import AdvantageNormalization, Baseline, ScoreFunctionEstimator, gradient_variance
 from modules.step_logging import step_logs_due
 
 
-class ReinforceClassifier(LightningModule):
+class ReinforceClassifier(Classifier):
     """An image classifier whose only training signal is the sampled 0/1 reward (or cross-entropy).
 
     Args:
@@ -47,9 +46,6 @@ class ReinforceClassifier(LightningModule):
         grad_variance_repeats: independent re-samplings of the actions used for that measurement.
     """
 
-    monitor = "val/acc"
-    monitor_mode = "max"
-
     def __init__(
         self,
         num_classes: int = 10,
@@ -68,9 +64,7 @@ class ReinforceClassifier(LightningModule):
         grad_variance_every: int = 200,
         grad_variance_repeats: int = 8,
     ) -> None:
-        super().__init__()
-        require(num_classes >= 2, f"--model.init_args.num_classes must be >= 2, got {num_classes}")
-        require(len(image_shape) == 3 and min(image_shape) > 0, f"--model.init_args.image_shape must be [C, H, W], got {image_shape}")
+        super().__init__(num_classes, image_shape)
         require(num_samples >= 1, f"--model.init_args.num_samples must be >= 1, got {num_samples}")
         require(
             baseline != "leave_one_out" or num_samples >= 2 or objective == "cross_entropy",
@@ -88,35 +82,12 @@ class ReinforceClassifier(LightningModule):
             entropy_coef=entropy_coef,
             normalize_advantage=normalize_advantage,
         )
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_expected_reward = MeanMetric()
         self.test_expected_reward = MeanMetric()
 
     def forward(self, images: Tensor) -> Tensor:
         """Class logits ``[B, num_classes]``."""
         return self.policy_head(self.encoder(images))
-
-    def check_datamodule(self, datamodule) -> None:
-        """Fail before training if the data does not fit the network."""
-        num_classes = getattr(datamodule, "num_classes", None)
-        image_shape = getattr(datamodule, "image_shape", None)
-        if num_classes is None or image_shape is None:
-            raise ConfigError(
-                f"ReinforceClassifier needs an image datamodule with num_classes and image_shape; "
-                f"{type(datamodule).__name__} has neither: use datamodules.vision.VisionDataModule"
-            )
-        require(
-            num_classes == self.hparams.num_classes,
-            f"model has {self.hparams.num_classes} classes but the data has {num_classes}: "
-            f"set --model.init_args.num_classes {num_classes}",
-        )
-        require(
-            tuple(image_shape) == tuple(self.hparams.image_shape),
-            f"model expects images of shape {list(self.hparams.image_shape)} but the data gives {list(image_shape)}: "
-            f"set --model.init_args.image_shape '{list(image_shape)}'",
-        )
 
     def _policy_terms(self, images: Tensor, labels: Tensor, update_statistics: bool = True):
         """Sample ``S`` classes per image, reward them and build the estimator's surrogate."""
@@ -139,26 +110,17 @@ class ReinforceClassifier(LightningModule):
         if self.hparams.objective == "cross_entropy":
             logits = self(images)
             loss = F.cross_entropy(logits, labels)
-            terms = None
-        else:
-            logits, terms = self._policy_terms(images, labels)
-            loss = terms.loss
+            if step_logs_due(self):
+                self.log_training(loss, logits, labels)
+            return loss
+        logits, terms = self._policy_terms(images, labels)
         if step_logs_due(self):
-            self._log_training(images, labels, logits, loss, terms)
-        return loss
-
-    def _log_training(self, images: Tensor, labels: Tensor, logits: Tensor, loss: Tensor, terms) -> None:
-        self.train_acc(logits.detach().argmax(-1), labels)
-        self.log_dict({"train/loss": loss.detach(), "train/acc": self.train_acc}, on_step=True, on_epoch=False, prog_bar=True)
-        if terms is None:
-            return
-        self.log_dict(
-            {"train/reward": terms.reward, "train/entropy": terms.entropy, "train/baseline_loss": terms.baseline_loss.detach()},
-            on_step=True, on_epoch=False,
-        )
-        every = self.hparams.grad_variance_every
-        if every and (self.global_step + 1) % every == 0:
-            self.log("train/grad_variance", self._estimator_gradient_variance(images, labels))
+            self.log_training(terms.loss, logits, labels, reward=terms.reward, entropy=terms.entropy,
+                              baseline_loss=terms.baseline_loss.detach())
+            every = self.hparams.grad_variance_every
+            if every and (self.global_step + 1) % every == 0:
+                self.log("train/grad_variance", self._estimator_gradient_variance(images, labels))
+        return terms.loss
 
     def _estimator_gradient_variance(self, images: Tensor, labels: Tensor) -> Tensor:
         """Variance of the policy gradient across re-sampled actions on this batch (network fixed)."""
@@ -169,23 +131,10 @@ class ReinforceClassifier(LightningModule):
                 self.hparams.grad_variance_repeats,
             )
 
-    def _evaluate(self, batch, accuracy: MulticlassAccuracy, expected_reward: MeanMetric, stage: str) -> None:
+    def evaluate(self, batch, stage: str) -> None:
         images, labels = batch
         logits = self(images)
-        accuracy(logits.argmax(-1), labels)
+        expected_reward = getattr(self, f"{stage}_expected_reward")
         # the exact expected 0/1 reward of the stochastic policy: pi(y | s)
         expected_reward(logits.softmax(-1).gather(1, labels[:, None]).squeeze(1))
-        self.log_dict({f"{stage}/acc": accuracy, f"{stage}/expected_reward": expected_reward}, prog_bar=stage == "val")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_acc, self.val_expected_reward, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_acc, self.test_expected_reward, "test")
-
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(images).argmax(-1)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        self.log_evaluation(stage, logits, labels, expected_reward=expected_reward)

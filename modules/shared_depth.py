@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from modules.errors import ConfigError, require
+from modules.classifier import Classifier
+from modules.errors import require
 from modules.halting import (
     AdaptiveComputationTime,
     BlockKind,
@@ -65,7 +65,7 @@ class Trace:
     halt_logits: Tensor
 
 
-class SharedDepthNetwork(LightningModule):
+class SharedDepthNetwork(Classifier):
     """Embedding, one block applied up to ``max_steps`` times (or ``max_steps`` blocks), a readout at every step.
 
     Args:
@@ -101,8 +101,9 @@ class SharedDepthNetwork(LightningModule):
         weight_decay: Adam weight decay.
     """
 
-    monitor = "val/acc"
-    monitor_mode = "max"
+    shape_option = "input_shape"
+    input_ranks = (1, 3)
+    data_hint = "use ParityDataModule, ToyDataModule or VisionDataModule"
 
     def __init__(
         self,
@@ -134,10 +135,7 @@ class SharedDepthNetwork(LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__()
-        require(num_classes >= 2, f"--model.init_args.num_classes must be >= 2, got {num_classes}")
-        require(len(input_shape) in (1, 3) and min(input_shape) > 0,
-                f"--model.init_args.input_shape must be [D] or [C, H, W], got {list(input_shape)}")
+        super().__init__(num_classes, input_shape)
         require(block in BlockKind.__args__, f"--model.init_args.block must be one of {BlockKind.__args__}, got {block!r}")
         require(block != "conv" or len(input_shape) == 3,
                 f"--model.init_args.block conv needs image inputs [C, H, W], got input_shape {list(input_shape)}: use residual_mlp or gru")
@@ -162,11 +160,11 @@ class SharedDepthNetwork(LightningModule):
         self.blocks = StepBlocks(block, state_dim, hidden_dim, steps, tied)
         self.readout = Readout(state_dim, num_classes)
         self.halting_policy = HaltingPolicy(state_dim, halt_bias_init) if self.controller.uses_policy else None
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        other = "sample" if eval_halting == "threshold" else "threshold"  # the rule logged beside eval_halting's
         for stage in ("val", "test"):
-            for mode in ("threshold", "sample"):
-                setattr(self, f"{stage}_acc_{mode}", MulticlassAccuracy(num_classes, average="micro"))
-                setattr(self, f"{stage}_steps_{mode}", MeanMetric())
+            setattr(self, f"{stage}_acc_{other}", MulticlassAccuracy(num_classes, average="micro"))
+            setattr(self, f"{stage}_mean_steps", MeanMetric())
+            setattr(self, f"{stage}_mean_steps_{other}", MeanMetric())
 
     def _controller(self) -> DepthController:
         h = self.hparams
@@ -257,25 +255,6 @@ class SharedDepthNetwork(LightningModule):
         """Class logits [B, K] with early exit and the ``eval_halting`` rule."""
         return self.infer(inputs, self.hparams.eval_halting).logits
 
-    # --- checks ---------------------------------------------------------------------------------
-
-    def check_datamodule(self, datamodule) -> None:
-        """Fail before training if the data does not fit the network."""
-        num_classes = getattr(datamodule, "num_classes", None)
-        image_shape = getattr(datamodule, "image_shape", None)
-        input_dim = getattr(datamodule, "input_dim", None)
-        shape = tuple(image_shape) if image_shape is not None else (input_dim,) if input_dim is not None else None
-        if num_classes is None or shape is None:
-            raise ConfigError(
-                f"SharedDepthNetwork needs a classification datamodule with num_classes and input_dim or image_shape; "
-                f"{type(datamodule).__name__} has neither: use ParityDataModule, ToyDataModule or VisionDataModule"
-            )
-        require(num_classes == self.hparams.num_classes,
-                f"model has {self.hparams.num_classes} classes but the data has {num_classes}: set --model.init_args.num_classes {num_classes}")
-        require(shape == tuple(self.hparams.input_shape),
-                f"model expects inputs of shape {list(self.hparams.input_shape)} but the data gives {list(shape)}: "
-                f"set --model.init_args.input_shape '{list(shape)}'")
-
     # --- training and evaluation ----------------------------------------------------------------
 
     def cost_scale(self) -> float:
@@ -292,34 +271,17 @@ class SharedDepthNetwork(LightningModule):
         trace = self.trace(inputs)
         terms = self.controller.training_terms(trace.step_logits, trace.halt_logits, labels, self.cost_scale())
         if step_logs_due(self):
-            self.train_acc(terms.logits.detach().argmax(-1), labels)
             expected_steps = (step_numbers(terms.halt_distribution) * terms.halt_distribution).sum(0).mean()
-            logs = {"train/loss": terms.loss.detach(), "train/task_loss": terms.task_loss, "train/acc": self.train_acc,
-                    "train/expected_steps": expected_steps, "train/cost_scale": self.cost_scale()}
-            logs.update({f"train/{name}": value for name, value in terms.logs.items()})
-            self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=True)
+            self.log_training(terms.loss, terms.logits, labels, task_loss=terms.task_loss, expected_steps=expected_steps,
+                              cost_scale=self.cost_scale(), **terms.logs)
         return terms.loss
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def evaluate(self, batch, stage: str) -> None:
+        """Accuracy and mean halting step under both halting rules; ``eval_halting``'s are logged unsuffixed."""
         inputs, labels = batch[0], batch[1]
         for mode in ("threshold", "sample"):
             result = self.infer(inputs, mode)
-            accuracy, steps = getattr(self, f"{stage}_acc_{mode}"), getattr(self, f"{stage}_steps_{mode}")
-            accuracy(result.logits.argmax(-1), labels)
-            steps(result.steps.float())
             suffix = "" if mode == self.hparams.eval_halting else f"_{mode}"
-            self.log_dict({f"{stage}/acc{suffix}": accuracy, f"{stage}/mean_steps{suffix}": steps},
-                          prog_bar=stage == "val" and not suffix, sync_dist=True)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
-        inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(inputs).argmax(-1)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+            steps = getattr(self, f"{stage}_mean_steps{suffix}")
+            steps(result.steps.float())
+            self.log_evaluation(stage, result.logits, labels, suffix, mean_steps=steps)

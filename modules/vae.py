@@ -56,19 +56,12 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 class GaussianEncoder(nn.Module):
-    """``q(z | x) = N(mu(x), diag exp(log_var(x)))``: an :class:`ImageEncoder` trunk and one linear head."""
+    """``q(z | x) = N(mu(x), diag exp(log_var(x)))``: an image trunk (:class:`ImageEncoder`) and one linear head."""
 
-    def __init__(
-        self,
-        image_shape: Sequence[int],
-        latent_dim: int,
-        network: Network = "mlp",
-        hidden_sizes: Sequence[int] = (200, 200),
-        activation: Activation = "tanh",
-    ) -> None:
+    def __init__(self, trunk: ImageEncoder, latent_dim: int) -> None:
         super().__init__()
-        self.trunk = ImageEncoder(image_shape, network, hidden_sizes, activation)
-        self.head = nn.Linear(self.trunk.out_features, 2 * latent_dim)
+        self.trunk = trunk
+        self.head = nn.Linear(trunk.out_features, 2 * latent_dim)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(mu, log_var)``, each ``[B, latent_dim]``."""
@@ -272,7 +265,7 @@ class VAE(LightningModule):
         require(lr > 0, f"--model.init_args.lr must be > 0, got {lr}")
         self.save_hyperparameters()
         num_pixels = image_shape[0] * image_shape[1] * image_shape[2]
-        self.encoder = GaussianEncoder(image_shape, latent_dim, network, hidden_sizes, activation)
+        self.encoder = GaussianEncoder(ImageEncoder(image_shape, network, hidden_sizes, activation), latent_dim)
         self.decoder = ImageDecoder(image_shape, latent_dim, network, hidden_sizes, activation)
         self.likelihood = PixelLikelihood(likelihood, num_pixels)
         self.score_function = estimator == "score_function"

@@ -1,6 +1,5 @@
 """The command line end to end: smoke runs, config round trips, clear errors, DDP, resume."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -1,8 +1,5 @@
 """The CNN built from a hyperparameter configuration, the function that trains it, and its CLI runs."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ import cli
 from datamodules.vision import VisionDataModule
 from modules.cnn_classifier import CNNClassifier, train_classifier
 from modules.errors import ConfigError
+from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
 from tests.conftest import write_learnable_digits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,20 +79,25 @@ def test_cli_fits_a_configuration_stacked_on_the_full_training_config(tmp_path, 
     assert run.model.hparams.dense_width == 128  # not in the stacked file: the config's value
 
 
-def test_ddp_on_two_cpu_processes(tmp_path):
-    source = write_learnable_digits(tmp_path / "fake", num_train=600, num_test=100)  # small: each rank loads it
-    args = [
-        sys.executable, str(REPO / "cli.py"), "fit", "--config", CONFIG,
-        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-        "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1",
-        "--trainer.callbacks", "[]",
+def small_run(tmp_path: Path) -> list[str]:
+    """A 4-filter CNN on 256 fake images in batches of 64 (4 steps an epoch), written below ``tmp_path / "runs"``."""
+    source = write_learnable_digits(tmp_path / "fake", num_train=600, num_test=100)  # small: each process loads it
+    return [
+        "--config", CONFIG, "--trainer.callbacks", "[]", "--trainer.limit_val_batches", "1", "--progress_bar.refresh_rate", "0",
         "--model.init_args.filters", "4", "--model.init_args.dense_width", "16",
         "--data.init_args.train_subset", "256", "--data.init_args.val_size", "128", "--data.init_args.batch_size", "64",
         f"--data.init_args.data_dir={tmp_path / 'data'}", f"--data.init_args.system_dir={source}",
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--trainer.default_root_dir={tmp_path / 'runs'}",
     ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    checkpoint = torch.load(next((tmp_path / "runs").glob("cnn_fashion/version_*/checkpoints/last.ckpt")), weights_only=False)
-    assert checkpoint["global_step"] == 2  # 256 images shared by 2 ranks in batches of 64: 2 steps each
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    checkpoint = fit_on_two_cpu_processes(small_run(tmp_path), tmp_path)
+    assert checkpoint["global_step"] == 2  # 256 images shared by 2 ranks in batches of 64: 2 steps each (4 unshared)
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    """Stopped after one epoch and resumed from last.ckpt, the run (weights, Adam moments, dropout masks, batch
+    order) ends where a straight two-epoch run does."""
+    straight, _ = assert_resumed_run_matches_straight_run(small_run(tmp_path))
+    assert straight.trainer.global_step == 2 * 4

@@ -1,20 +1,17 @@
 """The Recurrent Attention Model: its retina pixel by pixel, where each loss's gradient goes, and end to end."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import Trainer
 
 from cli import main
 from datamodules.synthetic import ParityDataModule
 from datamodules.vision import VisionDataModule
 from modules.errors import ConfigError
-from modules.glimpse import GlimpseSensor
 from modules.ram import RecurrentAttentionModel
+from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUTTERED = str(ROOT / "configs/ram_fashion_cluttered60.yaml")
@@ -23,54 +20,6 @@ SMOKE = str(ROOT / "configs/presets/smoke.yaml")
 FAST = ["--trainer.max_epochs=1", "--data.init_args.train_subset=256", "--data.init_args.val_size=128",
         "--data.init_args.batch_size=64", "--progress_bar.refresh_rate=0", "--model.init_args.hidden_size=32",
         "--model.init_args.glimpse_features=32", "--model.init_args.what_size=16", "--model.init_args.where_size=16"]
-
-
-# --- the glimpse sensor ------------------------------------------------------------------------
-
-def reference_glimpse(image: torch.Tensor, centre_row: int, centre_col: int, size: int, block: int) -> torch.Tensor:
-    """The patch of ``size`` pixels whose top-left corner is ``size // 2`` above/left of the pixel edge
-    (``centre_row``, ``centre_col``), cut by slicing a zero-padded copy and averaged in ``block x block`` blocks."""
-    pad = size
-    padded = F.pad(image, (pad, pad, pad, pad))
-    top, left = centre_row - size // 2 + pad, centre_col - size // 2 + pad
-    return F.avg_pool2d(padded[None, :, top : top + size, left : left + size], block)[0]
-
-
-def assert_pixels(actual: torch.Tensor, expected: list) -> None:
-    """Equal up to float rounding of the sampling coordinates (a wrong pixel is off by >= 0.5 here)."""
-    torch.testing.assert_close(actual, torch.tensor(expected), rtol=0, atol=1e-4)
-
-
-def test_sensor_reads_the_expected_pixels_at_centre_border_and_coarser_scales():
-    image = torch.arange(64.0).reshape(1, 1, 8, 8)  # pixel (r, c) = 8 r + c
-    sensor = GlimpseSensor(glimpse_size=2, num_scales=3, scale_factor=2)
-    centre, corner = sensor(image.expand(2, -1, -1, -1), torch.tensor([[0.0, 0.0], [-1.0, -1.0]]))
-    assert centre.shape == (3, 1, 2, 2)
-    # l = (0, 0) is the pixel edge between rows/columns 3 and 4
-    assert_pixels(centre[0, 0], [[27.0, 28.0], [35.0, 36.0]])
-    assert_pixels(centre[1, 0], [[22.5, 24.5], [38.5, 40.5]])  # 4x4 patch, 2x2 block means
-    assert_pixels(centre[2, 0], [[13.5, 17.5], [45.5, 49.5]])  # the whole image, 4x4 block means
-    # l = (-1, -1) is the image's top-left corner: three quarters of every patch lie outside and read zero
-    assert_pixels(corner[0, 0], [[0.0, 0.0], [0.0, 0.0]])
-    assert_pixels(corner[1, 0], [[0.0, 0.0], [0.0, 4.5]])  # mean of pixels 0, 1, 8, 9
-    assert_pixels(corner[2, 0], [[0.0, 0.0], [0.0, 13.5]])
-
-
-@pytest.mark.parametrize("scale_factor", [2, 3])
-def test_sensor_matches_zero_padded_slicing_per_sample_on_a_rectangular_batch(scale_factor):
-    """Each image of a batch read at its own location (x along the width, y along the height), two channels."""
-    torch.manual_seed(0)
-    height, width, g, scales = 12, 18, 4, 3
-    images = torch.randint(0, 256, (3, 2, height, width)).float()
-    # pixel edges (column, row) of the glimpse centres: inside, on the border, and at the far corner
-    edges = torch.tensor([[6, 4], [0, 7], [18, 12]])
-    location = torch.stack([edges[:, 0] / width * 2 - 1, edges[:, 1] / height * 2 - 1], dim=1)
-    glimpses = GlimpseSensor(g, scales, scale_factor)(images, location)
-    assert glimpses.shape == (3, scales, 2, g, g)
-    for i, (col, row) in enumerate(edges.tolist()):
-        for k in range(scales):
-            expected = reference_glimpse(images[i], row, col, g * scale_factor**k, scale_factor**k)
-            torch.testing.assert_close(glimpses[i, k], expected, rtol=0, atol=1e-3)
 
 
 # --- where each loss's gradient goes -------------------------------------------------------------
@@ -216,27 +165,12 @@ def test_fit_and_test_log_every_metric_and_the_glimpse_paths(vision_args, tmp_pa
 
 
 def test_ddp_with_two_cpu_processes(tmp_path, vision_args):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "fit", f"--config={CLUTTERED}", *vision_args, *FAST,
-         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-         "--data.init_args.batch_size=32", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stderr + result.stdout
-    assert "GLOBAL_RANK: 1" in output or "world_size=2" in output
-    checkpoint = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=False)
+    checkpoint = fit_on_two_cpu_processes([f"--config={CLUTTERED}", *vision_args, *FAST, "--data.init_args.batch_size=32"], tmp_path)
     assert checkpoint["global_step"] == 3
 
 
 def test_resume_continues_the_same_run(vision_args):
     """Resumed from last.ckpt, the run (weights, optimiser, sampled locations) ends where a straight run does."""
-    args = ["fit", f"--config={PLAIN}", *vision_args, *FAST, "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=1", "--trainer.callbacks=[]", "--model.init_args.learn_std=true"]
-    straight = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=straight"])
-    first = main([*args, "--trainer.max_epochs=1", "--trainer.logger.init_args.version=part"])
-    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    resumed = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=resumed", f"--ckpt_path={last}"])
-    assert resumed.trainer.global_step == straight.trainer.global_step == 2 * first.trainer.global_step
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), name
+    assert_resumed_run_matches_straight_run(
+        [f"--config={PLAIN}", *vision_args, *FAST, "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+         "--trainer.callbacks=[]", "--model.init_args.learn_std=true"])

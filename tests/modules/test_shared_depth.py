@@ -1,8 +1,6 @@
 """The weight-shared depth network: sharing, the halting distributions against closed forms, early exit, learning, CLI."""
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from modules.errors import ConfigError
 from modules.halting import AdaptiveComputationTime, PonderNetHalting, ReinforceHalting, halting_distribution
 from modules.policy_gradient import ScoreFunctionEstimator
 from modules.shared_depth import SharedDepthNetwork
+from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs/presets/smoke.yaml")
@@ -265,27 +264,11 @@ def test_fit_and_test_log_accuracy_steps_parameters_and_pictures(tmp_path):
 
 
 def test_ddp_with_two_cpu_processes(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "fit", *toy_args(tmp_path), "--trainer.max_epochs=1",
-         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.callbacks=[]",
-         "--data.init_args.batch_size=32",
-         "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stderr + result.stdout
-    assert "GLOBAL_RANK: 1" in output or "world_size=2" in output
-    checkpoint = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=False)
+    checkpoint = fit_on_two_cpu_processes([*toy_args(tmp_path), "--trainer.callbacks=[]", "--data.init_args.batch_size=32",
+                                           "--trainer.limit_val_batches=1"], tmp_path)
     assert checkpoint["global_step"] == 3
 
 
 def test_resume_continues_the_same_run(tmp_path):
     """Resumed from last.ckpt, the run (weights, estimator statistics, RNG) ends where a straight run does."""
-    args = ["fit", *toy_args(tmp_path), "--trainer.callbacks=[]", "--trainer.limit_val_batches=1"]
-    straight = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=straight"])
-    first = main([*args, "--trainer.max_epochs=1", "--trainer.logger.init_args.version=part"])
-    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    resumed = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=resumed", f"--ckpt_path={last}"])
-    assert resumed.trainer.global_step == straight.trainer.global_step == 2 * first.trainer.global_step
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), name
+    assert_resumed_run_matches_straight_run([*toy_args(tmp_path), "--trainer.callbacks=[]", "--trainer.limit_val_batches=1"])

@@ -1,8 +1,6 @@
 """The VAE/IWAE and its two encoder estimators against closed forms on a linear-Gaussian model, and end to end."""
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from datamodules.synthetic import ParityDataModule
 from datamodules.vision import VisionDataModule
 from modules.errors import ConfigError
 from modules.vae import VAE, ActiveUnits
+from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 REPARAM = str(ROOT / "configs/vae_fashion_reparam.yaml")
@@ -235,26 +234,11 @@ def test_fit_and_test_log_every_metric(vision_args):
 
 
 def test_ddp_with_two_cpu_processes(tmp_path, vision_args):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "fit", f"--config={SCORE_FUNCTION}", *vision_args, *FAST,
-         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-         "--data.init_args.batch_size=32", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stderr + result.stdout
-    assert "GLOBAL_RANK: 1" in output or "world_size=2" in output
-    checkpoint = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=False)
+    checkpoint = fit_on_two_cpu_processes([f"--config={SCORE_FUNCTION}", *vision_args, *FAST, "--data.init_args.batch_size=32"], tmp_path)
     assert checkpoint["global_step"] == 3
 
 
 def test_resume_continues_the_same_run(vision_args):
     """Resumed from last.ckpt, the score-function run (estimator statistics, RNG) ends where a straight run does."""
-    args = ["fit", f"--config={SCORE_FUNCTION}", *vision_args, *FAST, "--model.init_args.grad_variance_every=2"]
-    straight = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=straight"])
-    first = main([*args, "--trainer.max_epochs=1", "--trainer.logger.init_args.version=part"])
-    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    resumed = main([*args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=resumed", f"--ckpt_path={last}"])
-    assert resumed.trainer.global_step == straight.trainer.global_step == 2 * first.trainer.global_step
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), name
+    assert_resumed_run_matches_straight_run(
+        [f"--config={SCORE_FUNCTION}", *vision_args, *FAST, "--model.init_args.grad_variance_every=2"])
