@@ -1,11 +1,9 @@
 """Episode returns against env steps, drawn for TensorBoard."""
 
-import matplotlib
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
-from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
+from callbacks.figures import curves_figure, log_figure, tensorboard
 
 
 class ReturnCurve(Callback):
@@ -38,31 +36,27 @@ class ReturnCurve(Callback):
             return
         env_steps = getattr(datamodule, "env_steps", trainer.global_step)
         self.evaluations.append((env_steps, float(trainer.callback_metrics["val/return"])))
-        experiment = getattr(trainer.logger, "experiment", None)
-        if experiment is None or not hasattr(experiment, "add_figure"):
+        writer = tensorboard(trainer)
+        if writer is None:
             return
         episodes = list(getattr(datamodule, "episodes", []))
         for step, episode_return, length in episodes[self._episodes_logged :]:
-            experiment.add_scalar("rollout/episode_return", episode_return, step)
-            experiment.add_scalar("rollout/episode_length", length, step)
+            writer.add_scalar("rollout/episode_return", episode_return, step)
+            writer.add_scalar("rollout/episode_length", length, step)
         self._episodes_logged = len(episodes)
-        experiment.add_scalar("val/return_by_env_step", self.evaluations[-1][1], env_steps)
-        experiment.add_figure("return_curve", self.figure(episodes), global_step=trainer.global_step)
+        writer.add_scalar("val/return_by_env_step", self.evaluations[-1][1], env_steps)
+        log_figure(trainer, "return_curve", self.figure(episodes))
 
     def figure(self, episodes: list[tuple[int, float, int]]):
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        if episodes:
-            steps = [e[0] for e in episodes]
-            returns = [e[1] for e in episodes]
-            ax.plot(steps, returns, color="tab:blue", alpha=0.25, linewidth=0.8, label="training episodes")
-            window = max(1, min(self.smoothing, len(returns)))
-            smoothed = [sum(returns[max(0, i - window + 1) : i + 1]) / len(returns[max(0, i - window + 1) : i + 1]) for i in range(len(returns))]
-            ax.plot(steps, smoothed, color="tab:blue", label=f"training (mean of {window})")
-        if self.evaluations:
-            ax.plot(*zip(*self.evaluations), "o-", color="tab:orange", label="greedy evaluation")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("episode return")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-        fig.tight_layout()
-        return fig
+        def draw(ax) -> None:
+            if episodes:
+                steps = [e[0] for e in episodes]
+                returns = [e[1] for e in episodes]
+                ax.plot(steps, returns, color="tab:blue", alpha=0.25, linewidth=0.8, label="training episodes")
+                window = max(1, min(self.smoothing, len(returns)))
+                smoothed = [sum(returns[max(0, i - window + 1) : i + 1]) / len(returns[max(0, i - window + 1) : i + 1]) for i in range(len(returns))]
+                ax.plot(steps, smoothed, color="tab:blue", label=f"training (mean of {window})")
+            if self.evaluations:
+                ax.plot(*zip(*self.evaluations), "o-", color="tab:orange", label="greedy evaluation")
+
+        return curves_figure(draw, "env steps", "episode return")

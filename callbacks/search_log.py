@@ -8,13 +8,12 @@ env's budget, so a resumed search shows the evaluations of its first part too.
 import json
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks.figures import log_figure, tensorboard
+from callbacks.figures import curves_figure, log_figure, tensorboard
 from datamodules.cnn_search import CNNSearchEnv, make_search_env
 from datamodules.vision import VisionDataModule
 from modules.cnn_classifier import train_classifier
@@ -113,16 +112,13 @@ class SearchLog(Callback):
 
     @staticmethod
     def figure(val_acc: np.ndarray, best_so_far: np.ndarray):
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         evaluations = np.arange(1, len(val_acc) + 1)
-        ax.plot(evaluations, val_acc, ".", color="tab:blue", alpha=0.5, label="evaluated configuration")
-        ax.plot(evaluations, best_so_far, "-", color="tab:orange", label="best so far")
-        ax.set_xlabel("configurations evaluated")
-        ax.set_ylabel("validation accuracy (search budget)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        return fig
+
+        def draw(ax) -> None:
+            ax.plot(evaluations, val_acc, ".", color="tab:blue", alpha=0.5, label="evaluated configuration")
+            ax.plot(evaluations, best_so_far, "-", color="tab:orange", label="best so far")
+
+        return curves_figure(draw, "configurations evaluated", "validation accuracy (search budget)", legend_loc="lower right")
 
 
 class TrainBestConfiguration(Callback):

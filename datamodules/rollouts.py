@@ -8,8 +8,9 @@ the critic and the loss; it turns a rollout into regression targets with :func:`
 
 Episode boundaries follow gymnasium: ``terminated`` ends the return (the next state is worth 0),
 ``truncated`` (a time limit) cuts the sum but bootstraps from ``V(s_{t+1})``, the value of the true
-last observation of the episode (kept by :class:`datamodules.experience.VectorEnvRunner` even though
-the env has already reset itself).
+last observation of the episode (kept by :class:`datamodules.environments.VectorEnvRunner` even though
+the env has already reset itself). Environments, seeds, evaluation loaders and checkpointed env state
+are the shared :class:`datamodules.environments.EnvironmentDataModule`'s.
 """
 
 from typing import Literal
@@ -17,20 +18,10 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
-from datamodules.experience import (
-    CollectionCycle,
-    EvaluationRound,
-    Requests,
-    VectorEnvRunner,
-    env_spaces,
-    evaluate_policy,
-    make_vector_env,
-    rank_seed,
-)
+from datamodules.environments import EnvironmentDataModule, VectorEnvRunner, evaluate_policy
 from modules.errors import require
 
 RolloutKind = Literal["n_steps", "episodes"]
@@ -133,7 +124,7 @@ class RolloutCollector(VectorEnvRunner):
             self.at_start[:] = True
 
 
-class RolloutDataModule(LightningDataModule):
+class RolloutDataModule(EnvironmentDataModule):
     """Gymnasium vector envs played on-policy, served to a policy-gradient learner one rollout at a time.
 
     One training batch is one rollout ``{obs, action, reward, terminated, truncated, next_obs, mask}``
@@ -168,82 +159,25 @@ class RolloutDataModule(LightningDataModule):
         eval_episodes: int = 20,
         eval_num_envs: int = 10,
     ) -> None:
-        super().__init__()
-        require(num_envs >= 1, f"--data.init_args.num_envs must be at least 1, got {num_envs}")
-        require(vectorization in ("sync", "async"), f"--data.init_args.vectorization must be 'sync' or 'async', got {vectorization!r}")
+        super().__init__(num_envs, vectorization, eval_episodes, eval_num_envs)
         require(rollout in RolloutKind.__args__, f"--data.init_args.rollout must be one of {RolloutKind.__args__}, got {rollout!r}")
         require(n_steps >= 1, f"--data.init_args.n_steps must be at least 1, got {n_steps}")
         require(rollouts_per_epoch >= 1, f"--data.init_args.rollouts_per_epoch must be at least 1, got {rollouts_per_epoch}")
-        require(eval_episodes >= 1 and eval_num_envs >= 1, "--data.init_args.eval_episodes and eval_num_envs must be at least 1")
         self.save_hyperparameters()
-        self._spaces: tuple[gym.Space, gym.Space] | None = None
-        self.collector: RolloutCollector | None = None
-        self.eval_envs: gym.vector.VectorEnv | None = None
-        self._pending_state: dict | None = None
 
     @property
-    def observation_space(self) -> gym.Space:
-        if self._spaces is None:
-            self._spaces = env_spaces(self.hparams.env_id, self.hparams.env_kwargs)
-        return self._spaces[0]
+    def batches_per_epoch(self) -> int:
+        return self.hparams.rollouts_per_epoch
 
-    @property
-    def action_space(self) -> gym.Space:
-        self.observation_space  # noqa: B018 (probes both spaces)
-        return self._spaces[1]
+    def make_collector(self, envs: gym.vector.VectorEnv, seed: int) -> RolloutCollector:
+        return RolloutCollector(envs, seed)
 
-    @property
-    def episodes(self) -> list[tuple[int, float, int]]:
-        """Finished training episodes on this rank as (env steps at the end, return, length)."""
-        return self.collector.episodes if self.collector is not None else []
+    def training_batch(self, learner: LightningModule) -> dict[str, Tensor]:
+        return self.collector.collect(learner.policy, self.hparams.rollout, self.hparams.n_steps)
 
-    @property
-    def env_steps(self) -> int:
-        return self.collector.env_steps if self.collector is not None else 0
-
-    def _seed(self) -> int:
-        return rank_seed(self.hparams.seed, self.trainer)
-
-    # ---- Lightning hooks --------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        hp = self.hparams
-        if stage == "fit" and self.collector is None:
-            envs = make_vector_env(hp.env_id, hp.num_envs, hp.env_kwargs, hp.vectorization)
-            self.collector = RolloutCollector(envs, seed=self._seed())
-        if self.eval_envs is None:
-            self.eval_envs = make_vector_env(hp.env_id, min(hp.eval_num_envs, hp.eval_episodes), hp.env_kwargs, hp.vectorization)
-        if self._pending_state is not None and self.collector is not None:
-            self.collector.load_state_dict(self._pending_state["collector"])
-            self._pending_state = None
-
-    def teardown(self, stage: str) -> None:
-        if stage == "fit" and self.collector is not None:
-            self.collector.envs.close()
-        if self.eval_envs is not None and stage != "fit":
-            self.eval_envs.close()
-            self.eval_envs = None
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(Requests(CollectionCycle, self.hparams.rollouts_per_epoch), batch_size=None)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(Requests(lambda i: EvaluationRound(self._seed() + 1_000_000), 1), batch_size=None)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(Requests(lambda i: EvaluationRound(self._seed() + 2_000_000), 1), batch_size=None)
-
-    def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        # Experience is made here, not in the dataset's iterator: Lightning fetches one item ahead of the
-        # step it runs, so an iterator would play a policy one update older than the one just trained.
-        policy = self.trainer.lightning_module.policy
-        if isinstance(batch, CollectionCycle):
-            return self.collector.collect(policy, self.hparams.rollout, self.hparams.n_steps)
-        if isinstance(batch, EvaluationRound):
-            return self.evaluate(policy, batch.seed)
-        return batch
-
-    def evaluate(self, policy: nn.Module, seed: int) -> dict[str, Tensor]:
+    def evaluation_batch(self, learner: LightningModule, seed: int) -> dict[str, Tensor]:
         """Returns and lengths of ``eval_episodes`` episodes acted by the policy's mode (greedy)."""
+        policy = learner.policy
         device = next(policy.parameters()).device
         low, high = (self.action_space.low, self.action_space.high) if isinstance(self.action_space, gym.spaces.Box) else (None, None)
 
@@ -252,15 +186,3 @@ class RolloutDataModule(LightningDataModule):
             return np.clip(action, low, high) if low is not None else action
 
         return evaluate_policy(act, self.eval_envs, self.hparams.eval_episodes, seed)
-
-    # ---- checkpointing: env state, last observations and counters, so a resumed run continues ---
-    def state_dict(self) -> dict:
-        return {"collector": self.collector.state_dict()} if self.collector is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
-        if self.collector is None:  # restored before setup (e.g. load_from_checkpoint)
-            self._pending_state = state
-        else:
-            self.collector.load_state_dict(state["collector"])

@@ -13,16 +13,15 @@ in an environment; they differ only in the reward each action is credited with:
 """
 
 import math
-import time
 from typing import Literal
 
 import gymnasium as gym
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.functional import explained_variance
 
 from datamodules.rollouts import generalized_advantage_estimation, reward_to_go
+from modules.environment_learner import EnvironmentLearner
 from modules.errors import ConfigError, require
 from modules.networks import Activation
 from modules.policy_gradient import AdvantageNormalization, ScoreFunctionEstimator
@@ -30,7 +29,7 @@ from modules.policy_networks import CategoricalPolicy, GaussianPolicy, LogStd, V
 from modules.step_logging import step_logs_due
 
 
-class PolicyGradientAgent(LightningModule):
+class PolicyGradientAgent(EnvironmentLearner):
     """An actor (and critic) trained on on-policy rollouts by the shared score-function estimator.
 
     For a rollout ``[T, N]`` (time, env):
@@ -42,7 +41,8 @@ class PolicyGradientAgent(LightningModule):
     Truncated episodes bootstrap from ``V`` of their last state (REINFORCE with a moving-average
     baseline has no ``V`` and stops the sum there). One rollout is one gradient step, clipped to
     ``max_grad_norm``. Experience comes from :class:`datamodules.rollouts.RolloutDataModule`, which
-    plays ``self.policy``.
+    plays ``self.policy``; greedy evaluation is logged by
+    :class:`modules.environment_learner.EnvironmentLearner` as ``val/return`` and ``test/return``.
 
     Args:
         algorithm: ``reinforce`` (needs ``rollout: episodes``) or ``a2c`` (needs ``rollout: n_steps``).
@@ -69,9 +69,6 @@ class PolicyGradientAgent(LightningModule):
         observation_size, action_size: filled in from the datamodule's env (``action_size`` is the number
             of actions for a categorical policy); recorded so checkpoints load without an env.
     """
-
-    monitor = "val/return"
-    monitor_mode = "max"
 
     def __init__(
         self,
@@ -125,7 +122,6 @@ class PolicyGradientAgent(LightningModule):
         self._estimator_keeps_statistics = baseline == "moving_average" or normalize_advantage == "running"
         self.policy: nn.Module | None = None
         self.critic: nn.Module | None = None
-        self._previous_step: tuple[float, int] | None = None  # (wall-clock, env steps) of the last update
         if observation_size is not None and action_size is not None and policy != "auto":
             self._build(observation_size, action_size, policy)
 
@@ -226,7 +222,7 @@ class PolicyGradientAgent(LightningModule):
             scheduler.step()
 
         env_steps = int(rollout["env_steps"])
-        throughput = self._throughput(env_steps)
+        throughput = self.env_steps_per_second(env_steps)
         if log_now:
             self._log_training(rollout, terms, credited, value, throughput)
         return terms.loss.detach()
@@ -249,34 +245,3 @@ class PolicyGradientAgent(LightningModule):
             logs["train/episode_return"] = rollout["episode_return"].mean()
             logs["train/episode_length"] = rollout["episode_length"].mean()
         self.log_dict(logs, batch_size=credited.numel())
-
-    def on_train_epoch_start(self) -> None:
-        self._previous_step = None  # the time spent in validation is not training throughput
-
-    def _throughput(self, env_steps: int) -> float:
-        """Env steps per wall-clock second since the previous update: acting and learning together."""
-        now = time.perf_counter()
-        previous = self._previous_step
-        self._previous_step = (now, env_steps)
-        if previous is None or now <= previous[0]:
-            return 0.0
-        return (env_steps - previous[1]) / (now - previous[0])
-
-    # ---- evaluation: batches are greedy episodes run by the datamodule ----------------------------
-    def _log_episodes(self, episodes: dict[str, Tensor], stage: str) -> None:
-        returns = episodes["episode_return"].float()
-        self.log_dict(
-            {
-                f"{stage}/return": returns.mean(),
-                f"{stage}/return_std": returns.std(unbiased=False),
-                f"{stage}/episode_length": episodes["episode_length"].float().mean(),
-            },
-            batch_size=returns.numel(),
-            sync_dist=True,
-        )
-
-    def validation_step(self, episodes: dict[str, Tensor], batch_idx: int) -> None:
-        self._log_episodes(episodes, "val")
-
-    def test_step(self, episodes: dict[str, Tensor], batch_idx: int) -> None:
-        self._log_episodes(episodes, "test")

@@ -2,20 +2,19 @@
 
 import copy
 import math
-import time
 from typing import Literal
 
 import gymnasium as gym
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from modules.environment_learner import EnvironmentLearner
 from modules.errors import ConfigError, require
 from modules.q_networks import MLPQNetwork, NatureCNN
 
 
-class DQN(LightningModule):
+class DQN(EnvironmentLearner):
     """Q-learning with experience replay and a target network (Mnih et al. 2015, Algorithm 1).
 
     For an n-step transition (s_t, a_t, r_t..r_{t+m-1}, s_{t+m}) from replay, m <= n:
@@ -30,7 +29,8 @@ class DQN(LightningModule):
     Experience comes from :class:`datamodules.experience.ExperienceDataModule`: each training batch
     is one collection cycle holding ``gradient_steps`` minibatches, consumed here with manual
     optimisation so that Lightning's per-step overhead is paid once per cycle, not per update.
-    ``global_step`` therefore counts gradient steps.
+    ``global_step`` therefore counts gradient steps. Greedy evaluation is logged by
+    :class:`modules.environment_learner.EnvironmentLearner` as ``val/return`` and ``test/return``.
 
     Args:
         q_network: ``mlp`` for flat observations, ``nature_cnn`` for stacked Atari frames.
@@ -47,9 +47,6 @@ class DQN(LightningModule):
         tau: target update rate; 1 copies the online network, < 1 is Polyak averaging.
         observation_shape, num_actions: taken from the datamodule's env when left ``null``.
     """
-
-    monitor = "val/return"
-    monitor_mode = "max"
 
     def __init__(
         self,
@@ -80,7 +77,6 @@ class DQN(LightningModule):
         self.target_network: nn.Module | None = None
         # env step at which the target network was last updated; a buffer so it is checkpointed
         self.register_buffer("target_updated_at", torch.tensor(0, dtype=torch.long))
-        self._previous_cycle: tuple[float, int] | None = None  # (wall-clock, env steps) of the last cycle
         if observation_shape is not None and num_actions is not None:
             self._build(tuple(observation_shape), num_actions)
 
@@ -193,7 +189,7 @@ class DQN(LightningModule):
         loss = torch.stack(losses).mean()
         self.log_dict(
             {
-                "train/env_steps_per_second": self._throughput(env_steps),
+                "train/env_steps_per_second": self.env_steps_per_second(env_steps),
                 "train/loss": loss,
                 "train/td_error": td_error.abs().mean(),
                 "train/q_value": (td_target - td_error[-1]).mean(),
@@ -203,37 +199,6 @@ class DQN(LightningModule):
             batch_size=td_error.numel(),
         )
         return loss
-
-    def on_train_epoch_start(self) -> None:
-        self._previous_cycle = None  # the time spent in validation is not training throughput
-
-    def _throughput(self, env_steps: int) -> float:
-        """Env steps per wall-clock second since the previous cycle: acting and learning together."""
-        now = time.perf_counter()
-        previous = self._previous_cycle
-        self._previous_cycle = (now, env_steps)
-        if previous is None or now <= previous[0]:
-            return 0.0
-        return (env_steps - previous[1]) / (now - previous[0])
-
-    # ---- evaluation: batches are greedy episodes run by the datamodule ----------------------------
-    def _log_episodes(self, episodes: dict[str, Tensor], stage: str) -> None:
-        returns = episodes["episode_return"].float()
-        self.log_dict(
-            {
-                f"{stage}/return": returns.mean(),
-                f"{stage}/return_std": returns.std(unbiased=False),
-                f"{stage}/episode_length": episodes["episode_length"].float().mean(),
-            },
-            batch_size=episodes["episode_return"].numel(),
-            sync_dist=True,
-        )
-
-    def validation_step(self, episodes: dict[str, Tensor], batch_idx: int) -> None:
-        self._log_episodes(episodes, "val")
-
-    def test_step(self, episodes: dict[str, Tensor], batch_idx: int) -> None:
-        self._log_episodes(episodes, "test")
 
     def predict_step(self, episode: dict, batch_idx: int) -> dict:
         """A recorded greedy episode (return, length, rendered frames), played by the datamodule."""

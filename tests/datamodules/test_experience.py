@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.experience import EpsilonGreedyCollector, ExperienceDataModule, LinearSchedule, evaluate_greedy, make_vector_env
+from datamodules.environments import make_vector_env
+from datamodules.experience import EpsilonGreedyCollector, ExperienceDataModule, LinearSchedule, evaluate_greedy
 from datamodules.replay import PrioritizedReplayBuffer, ReplayBuffer, SumTree
 from modules.errors import ConfigError
 

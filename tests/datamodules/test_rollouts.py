@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from datamodules.environments import make_vector_env
 from datamodules.rollouts import RolloutCollector, RolloutDataModule, generalized_advantage_estimation, reward_to_go
-from datamodules.experience import make_vector_env
 from modules.errors import ConfigError
 from modules.policy_networks import CategoricalPolicy, GaussianPolicy
 

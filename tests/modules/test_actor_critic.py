@@ -1,9 +1,5 @@
 """Policy-gradient agents: the shared estimator does the work, checks on the datamodule, CLI, resume, DDP, learning."""
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,6 +13,8 @@ from modules.actor_critic import PolicyGradientAgent
 from modules.errors import ConfigError
 from modules.policy_gradient import ScoreFunctionEstimator
 from modules.policy_networks import GaussianPolicy
+from tests.cli_runs import assert_resumed_run_matches_straight_run
+from tests.ddp_replicas import fit_replicas
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -156,14 +154,14 @@ def test_every_config_fits_through_the_cli(config, extra, tmp_path):
               "--trainer.default_root_dir", str(tmp_path), "--data.init_args.eval_episodes", "2", *extra])  # fmt: skip
 
 
-def small_run(tmp_path: Path, name: str, epochs: int, *extra: str) -> list[str]:
+def small_run(tmp_path: Path, *extra: str) -> list[str]:
+    """Arguments (after ``fit``) of a small deterministic one-epoch run writing below ``tmp_path / "runs"``."""
     return [
-        "fit", "--config", A2C,
-        "--trainer.max_epochs", str(epochs),
+        "--config", A2C,
+        "--trainer.max_epochs", "1",
         "--trainer.deterministic", "true",
         "--trainer.log_every_n_steps", "5",
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
-        "--trainer.logger.init_args.name", name,
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
         "--model.init_args.hidden_sizes", "[16, 16]",
         "--data.init_args.num_envs", "4",
         "--data.init_args.rollouts_per_epoch", "12",
@@ -173,62 +171,24 @@ def small_run(tmp_path: Path, name: str, epochs: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def last_checkpoint(tmp_path: Path, name: str) -> dict:
-    paths = sorted((tmp_path / name).glob("version_*/checkpoints/last.ckpt"))
-    return torch.load(paths[-1], weights_only=False)
-
-
 def test_resumed_run_matches_uninterrupted_run(tmp_path):
-    cli.main(small_run(tmp_path, "straight", 4))
-    cli.main(small_run(tmp_path, "resumed", 2))
-    first_half = sorted((tmp_path / "resumed").glob("version_*/checkpoints/last.ckpt"))[-1]
-    cli.main(small_run(tmp_path, "resumed", 4, "--ckpt_path", str(first_half)))
-
-    straight, resumed = last_checkpoint(tmp_path, "straight"), last_checkpoint(tmp_path, "resumed")
-    assert straight["global_step"] == resumed["global_step"] == 4 * 12
-    for key, value in straight["state_dict"].items():
-        assert torch.equal(value, resumed["state_dict"][key]), key
-    data_straight, data_resumed = straight["RolloutDataModule"]["collector"], resumed["RolloutDataModule"]["collector"]
+    straight, resumed = assert_resumed_run_matches_straight_run(small_run(tmp_path))
+    assert straight.trainer.global_step == 2 * 12
+    data_straight, data_resumed = straight.datamodule.collector.state_dict(), resumed.datamodule.collector.state_dict()
     assert torch.equal(data_straight["episodes"], data_resumed["episodes"]) and len(data_straight["episodes"]) > 0
     assert torch.equal(data_straight["obs"], data_resumed["obs"])
-    assert data_straight["env_steps"] == data_resumed["env_steps"] == 4 * 12 * 8 * 4
+    assert data_straight["env_steps"] == data_resumed["env_steps"] == 2 * 12 * 8 * 4
 
 
 def test_checkpoint_loads_without_an_environment(tmp_path):
-    cli.main(small_run(tmp_path, "load", 1))
-    path = sorted((tmp_path / "load").glob("version_*/checkpoints/last.ckpt"))[-1]
-    agent = PolicyGradientAgent.load_from_checkpoint(path)
+    cli.main(["fit", *small_run(tmp_path)])
+    agent = PolicyGradientAgent.load_from_checkpoint(next((tmp_path / "runs").rglob("last.ckpt")))
     assert agent(torch.zeros(3, 4)).shape == (3,)
 
 
-RANK_WEIGHTS_CALLBACK = """
-import torch
-from lightning.pytorch import Callback
-
-class SaveRankWeights(Callback):
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-
-    def on_train_end(self, trainer, pl_module):
-        torch.save(pl_module.state_dict(), f"{self.directory}/rank{trainer.global_rank}.pt")
-        torch.save(torch.as_tensor(trainer.datamodule.collector.obs), f"{self.directory}/obs{trainer.global_rank}.pt")
-"""
-
-
 def test_ddp_on_two_cpu_processes_keeps_replicas_identical(tmp_path):
-    (tmp_path / "rank_weights.py").write_text(textwrap.dedent(RANK_WEIGHTS_CALLBACK))
-    args = small_run(tmp_path, "ddp", 1, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
-    args += ["--trainer.callbacks+=rank_weights.SaveRankWeights", f"--trainer.callbacks.directory={tmp_path}"]
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}", OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    # each rank plays its own envs (different seeds): only synchronised gradients keep the weights equal
-    assert not torch.equal(torch.load(tmp_path / "obs0.pt"), torch.load(tmp_path / "obs1.pt"))
-    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    fresh = PolicyGradientAgent(policy="categorical", observation_size=4, action_size=2, hidden_sizes=(16, 16)).state_dict()
-    assert any(not torch.equal(rank0[k], fresh[k]) for k in rank0 if k.startswith("policy."))
-    assert sorted((tmp_path / "ddp").glob("version_*/checkpoints/last.ckpt"))
+    """Each rank plays its own envs; after its updates the replicas are still identical (``fit_replicas`` checks)."""
+    fit_replicas(small_run(tmp_path), tmp_path)
 
 
 def test_a2c_learns_cartpole_far_beyond_a_random_policy(tmp_path):

@@ -1,9 +1,5 @@
 """DQN: the TD target it implements, its checks on the datamodule, resuming, DDP, and that it learns CartPole."""
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +10,8 @@ import cli
 from datamodules.experience import ExperienceDataModule
 from modules.dqn import DQN
 from modules.errors import ConfigError
+from tests.cli_runs import assert_resumed_run_matches_straight_run
+from tests.ddp_replicas import fit_replicas
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "dqn_cartpole.yaml")
@@ -72,19 +70,19 @@ def test_cli_reports_bad_value_in_one_line(capsys):
     assert exit_info.value.code == 2 and "gamma" in capsys.readouterr().err
 
 
-def small_run(tmp_path: Path, name: str, epochs: int, *extra: str) -> list[str]:
+def small_run(tmp_path: Path, *extra: str) -> list[str]:
+    """Arguments (after ``fit``) of a small deterministic one-epoch run writing below ``tmp_path / "runs"``; replay learns from the first cycle."""
     return [
-        "fit", "--config", CONFIG,
-        "--trainer.max_epochs", str(epochs),
+        "--config", CONFIG,
+        "--trainer.max_epochs", "1",
         "--trainer.deterministic", "true",
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
-        "--trainer.logger.init_args.name", name,
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
         "--model.init_args.hidden_sizes", "[32, 32]",
         "--data.init_args.num_envs", "2",
         "--data.init_args.train_freq", "16",
         "--data.init_args.gradient_steps", "4",
         "--data.init_args.batch_size", "16",
-        "--data.init_args.learning_starts", "100",
+        "--data.init_args.learning_starts", "16",
         "--data.init_args.steps_per_epoch", "160",
         "--data.init_args.eval_episodes", "2",
         "--data.init_args.n_step", "3",
@@ -93,61 +91,25 @@ def small_run(tmp_path: Path, name: str, epochs: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def last_checkpoint(tmp_path: Path, name: str) -> dict:
-    paths = sorted((tmp_path / name).glob("version_*/checkpoints/last.ckpt"))
-    return torch.load(paths[-1], weights_only=False)
-
-
 def test_resumed_run_matches_uninterrupted_run(tmp_path):
-    cli.main(small_run(tmp_path, "straight", 4))
-    cli.main(small_run(tmp_path, "resumed", 2))
-    first_half = sorted((tmp_path / "resumed").glob("version_*/checkpoints/last.ckpt"))[-1]
-    cli.main(small_run(tmp_path, "resumed", 4, "--ckpt_path", str(first_half)))
-
-    straight, resumed = last_checkpoint(tmp_path, "straight"), last_checkpoint(tmp_path, "resumed")
-    assert straight["global_step"] == resumed["global_step"] > 0
-    for key, value in straight["state_dict"].items():
-        assert torch.equal(value, resumed["state_dict"][key]), key
-    data_straight, data_resumed = straight["ExperienceDataModule"], resumed["ExperienceDataModule"]
+    straight, resumed = assert_resumed_run_matches_straight_run(small_run(tmp_path))
+    data_straight, data_resumed = straight.datamodule.state_dict(), resumed.datamodule.state_dict()
     for key, value in data_straight["buffer"]["storage"].items():
         assert torch.equal(value, data_resumed["buffer"]["storage"][key]), key
     assert torch.equal(data_straight["buffer"]["tree"], data_resumed["buffer"]["tree"])
     assert torch.equal(data_straight["collector"]["episodes"], data_resumed["collector"]["episodes"])
-    assert data_straight["collector"]["env_steps"] == data_resumed["collector"]["env_steps"] == 4 * 160
+    assert data_straight["collector"]["env_steps"] == data_resumed["collector"]["env_steps"] == 2 * 160
 
 
 def test_checkpoint_loads_without_an_environment(tmp_path):
-    cli.main(small_run(tmp_path, "load", 1))
-    path = sorted((tmp_path / "load").glob("version_*/checkpoints/last.ckpt"))[-1]
-    dqn = DQN.load_from_checkpoint(path)
+    cli.main(["fit", *small_run(tmp_path)])
+    dqn = DQN.load_from_checkpoint(next((tmp_path / "runs").rglob("last.ckpt")))
     assert dqn(torch.zeros(3, 4)).shape == (3, 2)
 
 
-RANK_WEIGHTS_CALLBACK = """
-import torch
-from lightning.pytorch import Callback
-
-class SaveRankWeights(Callback):
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-
-    def on_train_end(self, trainer, pl_module):
-        torch.save(pl_module.q_network.state_dict(), f"{self.directory}/rank{trainer.global_rank}.pt")
-"""
-
-
 def test_ddp_on_two_cpu_processes_keeps_replicas_identical(tmp_path):
-    (tmp_path / "rank_weights.py").write_text(textwrap.dedent(RANK_WEIGHTS_CALLBACK))
-    args = small_run(tmp_path, "ddp", 2, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
-    args += ["--trainer.callbacks+=rank_weights.SaveRankWeights", f"--trainer.callbacks.directory={tmp_path}"]
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}", OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    # each rank collects its own experience (different env seeds): only synchronised gradients keep them equal
-    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    assert any(not torch.equal(rank0[k], DQN(observation_shape=(4,), num_actions=2, hidden_sizes=(32, 32)).q_network.state_dict()[k]) for k in rank0)
-    assert sorted((tmp_path / "ddp").glob("version_*/checkpoints/last.ckpt"))
+    """Each rank collects its own experience; after gradient steps the replicas are still identical (``fit_replicas`` checks)."""
+    fit_replicas(small_run(tmp_path), tmp_path)
 
 
 def test_learns_cartpole_beyond_a_random_policy(tmp_path):
