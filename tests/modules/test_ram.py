@@ -1,4 +1,4 @@
-"""The Recurrent Attention Model: its retina pixel by pixel, where each loss's gradient goes, and end to end."""
+"""The Recurrent Attention Model: where each loss's gradient goes, and end to end (the sensor: test_glimpse.py)."""
 
 from pathlib import Path
 
