@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
-from benchmarks.overhead import EpochClock, bare_epoch, report_overhead  # noqa: E402
+from benchmarks.overhead import EpochClock, bare_epoch, report_overhead, seconds  # noqa: E402
 from datamodules.vision import VisionDataModule  # noqa: E402
 from modules.reinforce_classifier import ReinforceClassifier  # noqa: E402
 
@@ -42,10 +42,16 @@ def train_and_test(objective: str, epochs: int, data: VisionDataModule, workdir:
     return trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"], seconds
 
 
-def lightning_epoch(model: ReinforceClassifier, data: VisionDataModule, workdir: str) -> tuple[float, float]:
-    """(epoch seconds, whole ``Trainer.fit`` seconds including its one-time set-up)."""
+def lightning_epoch(model: ReinforceClassifier, data: VisionDataModule, workdir: str,
+                    barebones: bool = False) -> tuple[float, float]:
+    """(epoch seconds, whole ``Trainer.fit`` seconds including its one-time set-up).
+
+    ``barebones`` runs Lightning's ``Trainer(barebones=True)`` (no logger, ``log_every_n_steps=0``, so the
+    module computes and logs no training scalars): a diagnostic of what the loop itself costs.
+    """
     clock = EpochClock()
-    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(workdir, name="overhead"),
+    logging = dict(barebones=True, logger=False) if barebones else dict(logger=TensorBoardLogger(workdir, name="overhead"))
+    trainer = Trainer(max_epochs=1, accelerator="cpu", **logging,
                       enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                       limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock])
     start = time.perf_counter()
@@ -79,7 +85,7 @@ def main() -> None:
 
 def compare_speed(data: VisionDataModule, workdir: str, repeats: int) -> None:
     """One epoch, Lightning vs bare loop, alternating so that load drift hits both."""
-    lightning_times, fit_times, bare_times = [], [], []
+    lightning_times, fit_times, bare_times, barebones_times = [], [], [], []
     for _ in range(repeats):
         seed_everything(0, verbose=False)
         model = ReinforceClassifier(grad_variance_every=0)
@@ -87,11 +93,15 @@ def compare_speed(data: VisionDataModule, workdir: str, repeats: int) -> None:
         lightning_times.append(epoch_seconds)
         fit_times.append(fit_seconds)
         seed_everything(0, verbose=False)
+        barebones_times.append(lightning_epoch(ReinforceClassifier(grad_variance_every=0), data, workdir, barebones=True)[0])
+        seed_everything(0, verbose=False)
         model = ReinforceClassifier(grad_variance_every=0)
         bare_times.append(bare_epoch(lambda batch: model._policy_terms(*batch)[1].loss, model,
                                      model.configure_optimizers(), data.train_dataloader()))
     print(f"(whole Trainer.fit including its one-time set-up: median {statistics.median(fit_times):.2f} s)")
     report_overhead("one training epoch (55,000 images, REINFORCE, 32 samples/image)", lightning_times, bare_times)
+    print(f"diagnostic: Trainer(barebones=True), no training scalars logged: median {statistics.median(barebones_times):.2f} s "
+          f"({statistics.median(barebones_times) / statistics.median(bare_times):.3f}x the bare loop; all: {seconds(barebones_times)})")
 
 
 def compare_accuracy(data: VisionDataModule, workdir: str, epochs: int, **reinforce_options) -> None:
@@ -100,8 +110,8 @@ def compare_accuracy(data: VisionDataModule, workdir: str, epochs: int, **reinfo
                "cross_entropy": train_and_test("cross_entropy", epochs, data, workdir)}
     print(f"test accuracy after {epochs} epochs; REINFORCE with leave-one-out baseline, {reinforce_options}")
     print(f"{'objective':<16}{'test acc':>10}{'train s':>10}")
-    for objective, (accuracy, seconds) in results.items():
-        print(f"{objective:<16}{accuracy:>10.4f}{seconds:>10.1f}")
+    for objective, (accuracy, train_seconds) in results.items():
+        print(f"{objective:<16}{accuracy:>10.4f}{train_seconds:>10.1f}")
     gap = 100 * (results["cross_entropy"][0] - results["reinforce"][0])
     print(f"cross-entropy - REINFORCE = {gap:.2f} points  (bar: <= 3) -> {'PASS' if gap <= 3 else 'FAIL'}")
 
