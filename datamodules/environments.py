@@ -12,6 +12,7 @@ training batch is collected and how the learner acts when evaluated.
 import os
 import pickle
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
 
@@ -210,7 +211,7 @@ class Requests(IterableDataset):
         return self.count
 
 
-class EnvironmentDataModule(LightningDataModule):
+class EnvironmentDataModule(LightningDataModule, ABC):
     """Gymnasium vector envs on each rank, served to a learner that acts in them: the base of the RL datamodules.
 
     Owns the training envs (stepped by :attr:`collector`, a :class:`VectorEnvRunner` the subclass
@@ -238,21 +239,22 @@ class EnvironmentDataModule(LightningDataModule):
         self._pending_state: dict | None = None
 
     # ---- what a subclass says ----------------------------------------------------------------
+    @abstractmethod
     def make_collector(self, envs: gym.vector.VectorEnv, seed: int) -> VectorEnvRunner:
         """The runner that steps this rank's training envs (and whatever it writes to, e.g. replay)."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def batches_per_epoch(self) -> int:
-        raise NotImplementedError
+        """Training batches in one epoch."""
 
+    @abstractmethod
     def training_batch(self, learner: LightningModule) -> dict[str, Tensor]:
         """One training batch of fresh experience, played by ``learner``'s current networks."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluation_batch(self, learner: LightningModule, seed: int) -> dict[str, Tensor]:
         """``episode_return`` and ``episode_length`` of ``eval_episodes`` greedy episodes from ``seed``."""
-        raise NotImplementedError
 
     # ---- what the learner needs to know before any env runs ---------------------------------
     def _probe_spaces(self) -> tuple[gym.Space, gym.Space]:

@@ -20,6 +20,7 @@ Nothing here knows about Lightning; :mod:`modules.shared_depth` composes these p
 """
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -220,7 +221,7 @@ def step_numbers(reference: Tensor) -> Tensor:
     return torch.arange(1, len(reference) + 1, device=reference.device, dtype=torch.float32)[:, None]
 
 
-class DepthController(nn.Module):
+class DepthController(nn.Module, ABC):
     """One interface for every way of choosing the depth.
 
     ``training_terms(step_logits [N, B, K], halt_logits [N, B], labels [B], cost_scale)`` is the
@@ -244,8 +245,9 @@ class DepthController(nn.Module):
         halt = (uniform < self.halt_probability(halt_logit)) | (step >= max_steps)
         return HaltDecision(halt, halt.float(), carry)
 
+    @abstractmethod
     def training_terms(self, step_logits: Tensor, halt_logits: Tensor, labels: Tensor, cost_scale: float = 1.0) -> DepthTerms:
-        raise NotImplementedError
+        """The training objective of this depth rule on all computed steps."""
 
 
 class FixedDepth(DepthController):
