@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lightning.pytorch as pl  # noqa: E402
 
 from benchmarks import rl_comparison as compare  # noqa: E402
+from benchmarks.configs import load_config  # noqa: E402
 from datamodules.environments import EnvironmentDataModule, make_vector_env  # noqa: E402
 from datamodules.experience import ExperienceDataModule, evaluate_greedy  # noqa: E402
 from modules.dqn import DQN  # noqa: E402
@@ -33,7 +34,7 @@ BARS = {"cartpole": 500.0, "acrobot": -85.0, "mountaincar": -120.0}
 
 
 def run_ours(env: str, seed: int, epochs: int | None) -> dict:
-    model_args, data_args, max_epochs = compare.load_config(f"dqn_{env}")
+    model_args, data_args, max_epochs = load_config(f"dqn_{env}")
     max_epochs = epochs or max_epochs
     pl.seed_everything(seed, verbose=False)
     model = DQN(**model_args)
@@ -48,7 +49,7 @@ def run_ours(env: str, seed: int, epochs: int | None) -> dict:
 def run_sb3(seed: int, epochs: int | None) -> dict:
     from stable_baselines3 import DQN as SB3DQN
 
-    model_args, data_args, max_epochs = compare.load_config("dqn_cartpole")
+    model_args, data_args, max_epochs = load_config("dqn_cartpole")
     every = data_args["steps_per_epoch"]
     total = every * (epochs or max_epochs)
     eval_envs = make_vector_env(data_args["env_id"], min(data_args["eval_num_envs"], data_args["eval_episodes"]))

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lightning.pytorch as pl  # noqa: E402
 
 from benchmarks import rl_comparison as compare  # noqa: E402
+from benchmarks.configs import load_config  # noqa: E402
 from datamodules.environments import EnvironmentDataModule, evaluate_policy, make_vector_env  # noqa: E402
 from datamodules.rollouts import RolloutDataModule  # noqa: E402
 from modules.actor_critic import PolicyGradientAgent  # noqa: E402
@@ -64,7 +65,7 @@ class EpisodeCount(pl.Callback):
 
 
 def run_ours(config: str, seed: int, max_epochs: int | None, stop_at: float | None) -> dict:
-    model_args, data_args, epochs = compare.load_config(config)
+    model_args, data_args, epochs = load_config(config)
     pl.seed_everything(seed, verbose=False)
     model = PolicyGradientAgent(**model_args)
     data = RolloutDataModule(**(data_args | {"seed": seed}))
@@ -78,7 +79,7 @@ def run_sb3(seed: int, max_epochs: int | None, stop_at: float | None) -> dict:
     from stable_baselines3 import A2C
     from stable_baselines3.common.env_util import make_vec_env
 
-    model_args, data_args, epochs = compare.load_config("pg_cartpole_a2c")
+    model_args, data_args, epochs = load_config("pg_cartpole_a2c")
     every = data_args["rollouts_per_epoch"] * data_args["n_steps"] * data_args["num_envs"]
     total = every * (max_epochs or epochs)
     eval_envs = make_vector_env(data_args["env_id"], min(data_args["eval_num_envs"], data_args["eval_episodes"]))

@@ -13,21 +13,12 @@ import argparse
 import copy
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import lightning.pytorch as pl
 import torch
-import yaml
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 THRESHOLD = 475.0  # CartPole's "solved" return: the time-to-threshold column
-
-
-def load_config(name: str) -> tuple[dict, dict, int]:
-    """``(model init_args, data init_args, max_epochs)`` of ``configs/<name>.yaml``, the file ``cli.py`` trains with."""
-    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    return config["model"].get("init_args", {}), config["data"].get("init_args", {}), config["trainer"]["max_epochs"]
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:
