@@ -15,7 +15,9 @@ the final greedy return, and the greedy return on unseen test episodes (seed + 2
 ``cli.py test`` plays) of the weights chosen by the best validation return (model selection).
 """
 
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -83,6 +85,36 @@ def run_sb3(seed: int, epochs: int | None) -> dict:
     return watch.summary(total) | {"best_test_return": test_return(model.q_net, data_args, seed)}
 
 
+def updates_alone(seconds_per_cycle: int = 10) -> float:
+    """Env steps per second that the config's gradient updates alone allow: the throughput floor of any DQN.
+
+    A bare PyTorch loop does exactly the updates of one collection cycle (one batched target, then
+    ``gradient_steps`` minibatches through :meth:`DQN.minibatch_loss`, backward, gradient clipping and our
+    Adam step) on random CartPole-shaped data, with no environment, replay, Lightning or logging; the
+    result is ``train_freq`` env steps over the median seconds of ``seconds_per_cycle`` such cycles.
+    """
+    model_args, data_args, _ = load_config("dqn_cartpole")
+    model = DQN(**model_args, observation_shape=(4,), num_actions=2)
+    optimizer = model.configure_optimizers()
+    steps, batch = data_args["gradient_steps"], data_args["batch_size"]
+    obs, next_obs = torch.randn(2, steps * batch, 4)
+    action = torch.randint(2, (steps, batch))
+    rewards, terminated, bootstrap = torch.ones(steps * batch, 1), torch.zeros(steps * batch, dtype=torch.bool), torch.ones(steps * batch)
+    times = []
+    for _ in range(seconds_per_cycle):
+        start = time.perf_counter()
+        with torch.no_grad():
+            td_targets = model.td_target(rewards, next_obs, terminated, bootstrap).view(steps, batch)
+        for g, minibatch in enumerate(obs.view(steps, batch, 4)):
+            loss = model.minibatch_loss(minibatch, action[g], td_targets[g])[0]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.q_network.parameters(), model_args["max_grad_norm"])
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    return data_args["train_freq"] * data_args.get("num_envs", 1) / statistics.median(times)
+
+
 def test_return(q_network: torch.nn.Module, data_args: dict, seed: int) -> float:
     """Mean greedy return on the test episodes (the seeds ``ExperienceDataModule.test_dataloader`` plays, unseen in validation)."""
     episodes = data_args["eval_episodes"]
@@ -122,6 +154,10 @@ def main() -> None:
     if with_sb3:
         sb3 = results["sb3"]
         compare.print_sb3_comparison(ours, sb3, time_bar=0.5, speed_bar=2)
+        floor = updates_alone()
+        sb3_speed = compare.mean([r["steps_per_second"] for r in sb3])
+        print(f"the config's gradient updates alone (bare PyTorch, no env, replay or Lightning) allow at most {floor:.0f} env steps/s: "
+              f"{floor / sb3_speed:.2f}x SB3's mean; ours reached {compare.mean([r['steps_per_second'] for r in ours]) / floor:.0%} of that bound")
         print(f"SB3: final greedy return 500 for {sum(r['final_return'] >= 500 for r in sb3)}/{len(sb3)} seeds; "
               f"best-on-val checkpoint on test episodes 500 for {sum(r['best_test_return'] >= 500 for r in sb3)}/{len(sb3)}")
 

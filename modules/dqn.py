@@ -142,6 +142,16 @@ class DQN(EnvironmentLearner):
         else:
             torch._foreach_lerp_(list(self.target_network.parameters()), list(self.q_network.parameters()), self.hparams.tau)
 
+    def minibatch_loss(self, obs: Tensor, action: Tensor, td_target: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(loss, td_error)`` of one minibatch: ``mean_i w_i * huber(td_target_i - Q(s_i, a_i))`` (or the squared error)."""
+        q_value = self.q_network(obs).gather(1, action[:, None]).squeeze(1)
+        td_error = td_target - q_value
+        if self.hparams.loss == "huber":
+            elementwise = F.smooth_l1_loss(q_value, td_target, reduction="none")
+        else:
+            elementwise = td_error.square()
+        return (weights * elementwise).mean() if weights is not None else elementwise.mean(), td_error
+
     def training_step(self, cycle: dict[str, Tensor], cycle_idx: int) -> Tensor | None:
         if "action" not in cycle:  # replay still filling (learning_starts)
             return None
@@ -167,13 +177,7 @@ class DQN(EnvironmentLearner):
                     td_target = self.td_target(cycle["rewards"][g], cycle["next_obs"][g], cycle["terminated"][g], cycle["bootstrap_steps"][g])
             else:
                 td_target = td_targets[g]
-            q_value = self.q_network(obs).gather(1, action[:, None]).squeeze(1)
-            td_error = td_target - q_value
-            if self.hparams.loss == "huber":
-                elementwise = F.smooth_l1_loss(q_value, td_target, reduction="none")
-            else:
-                elementwise = td_error.square()
-            loss = (cycle["weights"][g] * elementwise).mean() if "weights" in cycle else elementwise.mean()
+            loss, td_error = self.minibatch_loss(obs, action, td_target, cycle["weights"][g] if "weights" in cycle else None)
 
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
