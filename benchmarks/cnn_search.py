@@ -1,20 +1,25 @@
 """DQN hyperparameter search vs random search for a Fashion-MNIST CNN, at the same number of evaluations, in one run.
 
-    python benchmarks/cnn_search.py                        # 3 seeds in one process, the budget below
+    python benchmarks/cnn_search.py                        # 3 seeds in one process, the config's budget
     python benchmarks/cnn_search.py --seeds 0 --quick      # a smoke run
     # seeds in parallel processes, then one table from their rows:
     for s in 0 1 2; do python benchmarks/cnn_search.py --seeds $s --workdir runs/bench_cnn_search_$s & done; wait
     python benchmarks/cnn_search.py --report runs/bench_cnn_search_*/rows.jsonl
 
+The budget is ``configs/dqn_hpo_fashion.yaml``'s unless a flag sets it: DQN epochs and edits per epoch,
+images per evaluation, and the epochs of the final full training (its ``TrainBestConfiguration``).
 For each seed:
 1. the DQN searches through ``cli.py fit --config configs/dqn_hpo_fashion.yaml`` (the file users
-   run; only the number of epochs, the exploration schedule and the evaluation budget are set from
-   the flags below), with its own fresh evaluation cache; the number N of distinct configurations
-   it had trained (validation episodes included) is read from that cache;
-2. random search trains N distinct configurations drawn uniformly from the same search space,
-   with the same budget and evaluator (``datamodules.cnn_search.ConfigurationEvaluator``);
+   run; only the flags below are set on top), with its own fresh evaluation cache, once for each
+   value of ``--restart-from-best`` (the env's probability of starting an episode from the best
+   configuration so far; 0 is the plain search); the number N of distinct configurations each had
+   trained (validation episodes included) is read from its cache;
+2. random search trains distinct configurations drawn uniformly from the same search space, with the
+   same budget and evaluator (``datamodules.cnn_search.ConfigurationEvaluator``), up to the largest
+   N; its draws are in a fixed order, so its first N evaluations are the random search of size N
+   that each DQN variant is compared with;
 3. each method's best configuration (highest validation accuracy under the search budget) is
-   trained on the full training set (55k images) for ``--full-epochs`` epochs, by the same
+   trained on the full training set (55k images) for the full epochs, by the same
    ``train_classifier``, and its test accuracy measured on the 10k test images.
 The evaluation budget's seed (training subset, validation split, initial weights) and the DQN's
 seed are the benchmark seed; the full runs use seed 0 for both methods. Bar: mean test accuracy of
@@ -30,10 +35,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cli  # noqa: E402
+from benchmarks.configs import load_config  # noqa: E402
 from callbacks.search_log import ranked  # noqa: E402
 from datamodules.cnn_search import CNNSearchEnv, ConfigurationEvaluator, make_search_env  # noqa: E402
 from datamodules.vision import VisionDataModule  # noqa: E402
@@ -43,10 +50,11 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "dqn_hpo_fashion.yaml")
 
 
-def dqn_search(seed: int, args, workdir: Path) -> tuple[CNNSearchEnv, float]:
-    cache = workdir / f"cache_dqn_{seed}"
+def dqn_search(seed: int, restart_from_best: float, args, workdir: Path) -> tuple[CNNSearchEnv, float]:
+    cache = workdir / f"cache_dqn_{seed}_restart{restart_from_best:g}"
     overrides = {
         "train_subset": args.train_subset, "val_size": args.val_size, "epochs": 1, "seed": seed, "cache_dir": str(cache),
+        "restart_from_best": restart_from_best,
     }  # fmt: skip
     steps = args.dqn_epochs * args.steps_per_epoch
     start = time.perf_counter()
@@ -56,16 +64,20 @@ def dqn_search(seed: int, args, workdir: Path) -> tuple[CNNSearchEnv, float]:
             "--seed_everything", str(seed),
             "--trainer.max_epochs", str(args.dqn_epochs),
             "--trainer.logger.init_args.save_dir", str(workdir / "runs"),
-            "--trainer.logger.init_args.name", f"dqn_seed{seed}",
+            "--trainer.logger.init_args.name", f"dqn_seed{seed}_restart{restart_from_best:g}",
             "--trainer.callbacks", '[{"class_path": "callbacks.search_log.SearchLog"}]',
             "--data.init_args.steps_per_epoch", str(args.steps_per_epoch),
-            "--data.init_args.learning_starts", str(min(48, args.steps_per_epoch)),
-            "--data.init_args.exploration_steps", str(int(0.6 * steps)),
+            "--data.init_args.learning_starts", str(min(args.learning_starts, args.steps_per_epoch)),
+            "--data.init_args.exploration_steps", str(int(args.exploration_fraction * steps)),
             *(f"--data.init_args.env_kwargs.{k}={v}" for k, v in overrides.items()),
         ]
     )  # fmt: skip
     seconds = time.perf_counter() - start
     return make_search_env(run.datamodule.hparams.env_id, run.datamodule.hparams.env_kwargs), seconds
+
+
+def dqn_method(restart_from_best: float) -> str:
+    return "dqn" if restart_from_best == 0 else f"dqn restart {restart_from_best:g}"
 
 
 def random_search(seed: int, count: int, template: ConfigurationEvaluator, space, workdir: Path) -> tuple[ConfigurationEvaluator, float]:
@@ -91,11 +103,17 @@ def full_training(config: dict, data_args: dict, epochs: int, train_subset: int 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--dqn-epochs", type=int, default=3, help="DQN epochs (each --steps-per-epoch edits plus 2 greedy episodes)")
-    parser.add_argument("--steps-per-epoch", type=int, default=30, help="edits per DQN epoch (a multiple of 6, the config's train_freq)")
-    parser.add_argument("--train-subset", type=int, default=1000, help="training images per evaluation")
-    parser.add_argument("--val-size", type=int, default=1000, help="validation images per evaluation")
-    parser.add_argument("--full-epochs", type=int, default=1, help="epochs of the final full training of each method's best")
+    _, data, max_epochs = load_config("dqn_hpo_fashion")
+    full_epochs = next(c["init_args"]["epochs"] for c in yaml.safe_load(Path(CONFIG).read_text())["trainer"]["callbacks"] if c["class_path"].endswith("TrainBestConfiguration"))
+    env = data["env_kwargs"]
+    parser.set_defaults(exploration_fraction=data["exploration_steps"] / (max_epochs * data["steps_per_epoch"]), learning_starts=data["learning_starts"])
+    parser.add_argument("--dqn-epochs", type=int, default=max_epochs, help="DQN epochs (each --steps-per-epoch edits plus the greedy episodes)")
+    parser.add_argument("--steps-per-epoch", type=int, default=data["steps_per_epoch"], help="edits per DQN epoch (a multiple of the config's train_freq)")
+    parser.add_argument("--train-subset", type=int, default=env["train_subset"], help="training images per evaluation")
+    parser.add_argument("--val-size", type=int, default=env["val_size"], help="validation images per evaluation")
+    parser.add_argument("--full-epochs", type=int, default=full_epochs, help="epochs of the final full training of each method's best")
+    parser.add_argument("--restart-from-best", type=float, nargs="+", default=[float(env.get("restart_from_best", 0.0))],
+                        help="DQN variants: the env's probability of starting an episode from the best configuration so far")
     parser.add_argument("--workdir", default="runs/benchmark_cnn_search")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 DQN epoch of 12 edits, 300 images, 1 full epoch on 5k images")
     parser.add_argument("--report", nargs="+", metavar="ROWS", help="print the table of rows.jsonl files written by earlier runs and exit")
@@ -112,13 +130,22 @@ def main() -> None:
 
     rows = []
     for seed in args.seeds:
-        env, dqn_seconds = dqn_search(seed, args, workdir)
-        dqn = env.evaluator
-        rand, rand_seconds = random_search(seed, len(dqn.records()), dqn, env.space, workdir)
-        for method, evaluator, seconds in (("dqn", dqn, dqn_seconds), ("random", rand, rand_seconds)):
-            records = evaluator.records()
+        searches, space = [], None
+        for p in args.restart_from_best:
+            env, seconds = dqn_search(seed, p, args, workdir)
+            searches.append((dqn_method(p), env.evaluator, seconds, env.evaluator.records()))
+            space = env.space
+        evaluations = [len(records) for *_, records in searches]
+        rand, rand_seconds = random_search(seed, max(evaluations), searches[0][1], space, workdir)
+        drawn = rand.records()  # in the order drawn: the first N are the random search of size N
+        searches += [("random", rand, rand_seconds * n / len(drawn), drawn[:n]) for n in sorted(set(evaluations))]
+        full_runs: dict[str, dict] = {}  # one full training per distinct configuration (it is deterministic)
+        for method, evaluator, seconds, records in searches:
             best = ranked(records)[0]
-            full = full_training(best["config"], evaluator.data_args, args.full_epochs, 5000 if args.quick else None)
+            key = json.dumps(best["config"], sort_keys=True)
+            if key not in full_runs:
+                full_runs[key] = full_training(best["config"], evaluator.data_args, args.full_epochs, 5000 if args.quick else None)
+            full = full_runs[key]
             row = {
                 "seed": seed, "method": method, "train_subset": args.train_subset, "full_epochs": args.full_epochs,
                 "full_train_images": 5000 if args.quick else 55000, "evaluations": len(records), "search_seconds": round(seconds, 1),
@@ -136,20 +163,24 @@ def report(rows: list[dict], args) -> None:
     first = rows[0]
     print(f"\nDQN vs random search, same number of CNN evaluations per seed ({first['train_subset']} training images, 1 epoch each);")
     print(f"each method's best configuration then trained {first['full_epochs']} epoch(s) on {first['full_train_images']} training images\n")
-    print(f"{'seed':>4} {'method':>7} {'evals':>6} {'search s':>9} {'search val':>11} {'full val':>9} {'test acc':>9}  best configuration")
+    print(f"{'seed':>4} {'method':>16} {'evals':>6} {'search s':>9} {'search val':>11} {'full val':>9} {'test acc':>9}  best configuration")
     for r in rows:
-        print(f"{r['seed']:>4} {r['method']:>7} {r['evaluations']:>6} {r['search_seconds']:>9.0f} {r['best_search_val_acc']:>11.4f} "
+        print(f"{r['seed']:>4} {r['method']:>16} {r['evaluations']:>6} {r['search_seconds']:>9.0f} {r['best_search_val_acc']:>11.4f} "
               f"{r['full_val_acc']:>9.4f} {r['test_acc']:>9.4f}  {r['best_config']}")
-    summary = {}
-    for method in ("dqn", "random"):
-        test = np.array([r["test_acc"] for r in rows if r["method"] == method])
-        val = np.array([r["best_search_val_acc"] for r in rows if r["method"] == method])
-        summary[method] = test.mean()
-        print(f"{method:>7}: test acc {test.mean():.4f} +- {test.std():.4f} (min {test.min():.4f}, max {test.max():.4f}); "
-              f"best search val acc {val.mean():.4f} +- {val.std():.4f}  over {len(test)} seeds")
-    verdict = "MET" if summary["dqn"] >= summary["random"] else "NOT met"
-    print(f"bar (DQN mean test acc >= random search's): {verdict} ({summary['dqn']:.4f} vs {summary['random']:.4f})")
-
+    random = {(r["seed"], r["evaluations"]): r for r in rows if r["method"] == "random"}
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "random"):
+        dqn = [r for r in rows if r["method"] == method]
+        pairs = [(r, random[r["seed"], r["evaluations"]]) for r in dqn if (r["seed"], r["evaluations"]) in random]
+        print(f"\n{method} vs random search at the same number of evaluations, {len(pairs)} seeds:")
+        means = {}
+        for side, name in ((0, method), (1, "random")):
+            test = np.array([pair[side]["test_acc"] for pair in pairs])
+            val = np.array([pair[side]["best_search_val_acc"] for pair in pairs])
+            means[side] = test.mean()
+            print(f"{name:>16}: test acc {test.mean():.4f} +- {test.std():.4f} (min {test.min():.4f}, max {test.max():.4f}); "
+                  f"best search val acc {val.mean():.4f} +- {val.std():.4f}")
+        verdict = "MET" if means[0] >= means[1] else "NOT met"
+        print(f"bar ({method} mean test acc >= random search's): {verdict} ({means[0]:.4f} vs {means[1]:.4f})")
 
 if __name__ == "__main__":
     main()

@@ -119,6 +119,10 @@ class SearchSpace:
     def decode(self, one_hot: np.ndarray) -> dict:
         return {name: self.values[name][int(np.argmax(one_hot[lo:hi]))] for name, lo, hi in zip(self.names, self.offsets[:-1], self.offsets[1:])}
 
+    def contains(self, config: dict) -> bool:
+        """Whether ``config`` sets exactly this space's hyperparameters, each to one of its values."""
+        return set(config) == set(self.names) and all(config[name] in self.values[name] for name in self.names)
+
     def sample(self, rng: np.random.Generator) -> dict:
         return {name: options[int(rng.integers(len(options)))] for name, options in self.values.items()}
 
@@ -268,6 +272,9 @@ class CNNSearchEnv(gym.Env):
         search_space: hyperparameter name -> list of values (names from ``SEARCHABLE``); the others
             keep ``CNNClassifier``'s defaults. ``None``: :func:`default_search_space`.
         initial: the configuration every episode starts from; ``None`` draws one uniformly at each reset.
+        restart_from_best: probability that an episode starts instead from the best configuration
+            evaluated so far (this budget, this cache, inside this space): the agent's edits then
+            refine the incumbent, as a local search restarts from its best point. 0 (default): never.
         edits: edits per episode.
         dataset, train_subset, val_size, epochs, batch_size, seed: the training budget of one
             evaluation (:class:`Budget`).
@@ -282,6 +289,7 @@ class CNNSearchEnv(gym.Env):
         self,
         search_space: dict[str, list] | None = None,
         initial: dict | None = None,
+        restart_from_best: float = 0.0,
         edits: int = 6,
         dataset: str = "fashion_mnist",
         train_subset: int = 2000,
@@ -304,9 +312,12 @@ class CNNSearchEnv(gym.Env):
         )
         require(edits >= 1, f"env_kwargs.edits must be at least 1, got {edits}")
         require(train_subset >= 1 and val_size >= 1 and epochs >= 1 and batch_size >= 1, "env_kwargs.train_subset, val_size, epochs and batch_size must be >= 1")
+        restart_from_best = float(restart_from_best)
+        require(0.0 <= restart_from_best <= 1.0, f"env_kwargs.restart_from_best must be a probability in [0, 1], got {restart_from_best}")
         require(render_mode in (None, "ansi"), f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.space = SearchSpace(default_search_space() if search_space is None else search_space)
         self.initial = None if initial is None else self.space.check(initial, "env_kwargs.initial")
+        self.restart_from_best = restart_from_best
         self.edits = edits
         self.render_mode = render_mode
         budget = Budget(dataset, train_subset, val_size, epochs, batch_size, seed)
@@ -329,9 +340,18 @@ class CNNSearchEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.config = dict(self.initial) if self.initial is not None else self.space.sample(self.np_random)
+        # the draws do not depend on what the cache holds, so a seed gives one random stream
+        restart = self.restart_from_best > 0 and self.np_random.random() < self.restart_from_best
+        sample = self.space.sample(self.np_random) if self.initial is None else dict(self.initial)
+        best = self.best_configuration() if restart else None
+        self.config = best if best is not None else sample
         self.edits_left = self.edits
         return self.observe(), {}
+
+    def best_configuration(self) -> dict | None:
+        """The configuration of this space with the highest validation accuracy evaluated so far (ties: the earliest)."""
+        records = [r for r in self.evaluator.records() if self.space.contains(r["config"])]
+        return dict(max(records, key=lambda r: r["val_acc"])["config"]) if records else None
 
     def step(self, action):
         action = int(action)

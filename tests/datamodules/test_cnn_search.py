@@ -127,6 +127,25 @@ def test_reset_draws_the_initial_configuration_from_its_seed_or_takes_the_given_
     assert fixed.decode(fixed.reset(seed=7)[0]) == initial
 
 
+def test_restart_from_best_starts_from_the_best_configuration_evaluated_so_far(tmp_path):
+    env = CNNSearchEnv(search_space=TINY_SPACE, restart_from_best=1.0, cache_dir=str(tmp_path), train_subset=64, val_size=64)
+    rng = np.random.default_rng(0)
+    assert env.space.contains(env.decode(env.reset(seed=0)[0]))  # nothing evaluated yet: a random start
+    budget = env.evaluator.budget
+    configs = [env.space.sample(rng) for _ in range(5)]
+    for acc, config in zip([0.3, 0.9, 0.5, 0.9, 0.1], configs):
+        env.evaluator.cache.put(config, budget, val_acc=acc, seconds=0.0)
+    env.evaluator.cache.put({**configs[0], "lr": 0.5}, budget, val_acc=0.99, seconds=0.0)  # outside the space: ignored
+    env.evaluator.cache.put(configs[4], Budget(seed=1), val_acc=0.99, seconds=0.0)  # another budget: ignored
+    assert env.best_configuration() == configs[1]  # the earlier of the two at 0.9
+    assert all(env.decode(env.reset(seed=s)[0]) == configs[1] for s in range(5))
+    half = CNNSearchEnv(search_space=TINY_SPACE, restart_from_best=0.5, cache_dir=str(tmp_path), train_subset=64, val_size=64)
+    starts = [half.decode(half.reset(seed=s)[0]) == configs[1] for s in range(200)]
+    assert 70 < sum(starts) < 130
+    with pytest.raises(ConfigError, match="restart_from_best must be a probability"):
+        CNNSearchEnv(search_space=TINY_SPACE, restart_from_best=1.5)
+
+
 def test_bad_search_space_or_initial_configuration_is_named():
     with pytest.raises(ConfigError, match="unknown hyperparameters \\['depth'\\]"):
         CNNSearchEnv(search_space={"depth": [1, 2]})
