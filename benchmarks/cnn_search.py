@@ -40,9 +40,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cli  # noqa: E402
-from benchmarks.configs import load_config  # noqa: E402
-from callbacks.search_log import ranked  # noqa: E402
-from datamodules.cnn_search import CNNSearchEnv, ConfigurationEvaluator, make_search_env  # noqa: E402
+from datamodules.cnn_search import CNNSearchEnv, ConfigurationEvaluator, make_search_env, ranked  # noqa: E402
 from datamodules.vision import VisionDataModule  # noqa: E402
 from modules.cnn_classifier import train_classifier  # noqa: E402
 
@@ -103,8 +101,9 @@ def full_training(config: dict, data_args: dict, epochs: int, train_subset: int 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    _, data, max_epochs = load_config("dqn_hpo_fashion")
-    full_epochs = next(c["init_args"]["epochs"] for c in yaml.safe_load(Path(CONFIG).read_text())["trainer"]["callbacks"] if c["class_path"].endswith("TrainBestConfiguration"))
+    config = yaml.safe_load(Path(CONFIG).read_text())
+    data, max_epochs = config["data"]["init_args"], config["trainer"]["max_epochs"]
+    full_epochs = next(c["init_args"]["epochs"] for c in config["trainer"]["callbacks"] if c["class_path"].endswith("TrainBestConfiguration"))
     env = data["env_kwargs"]
     parser.set_defaults(exploration_fraction=data["exploration_steps"] / (max_epochs * data["steps_per_epoch"]), learning_starts=data["learning_starts"])
     parser.add_argument("--dqn-epochs", type=int, default=max_epochs, help="DQN epochs (each --steps-per-epoch edits plus the greedy episodes)")
@@ -181,6 +180,7 @@ def report(rows: list[dict], args) -> None:
                   f"best search val acc {val.mean():.4f} +- {val.std():.4f}")
         verdict = "MET" if means[0] >= means[1] else "NOT met"
         print(f"bar ({method} mean test acc >= random search's): {verdict} ({means[0]:.4f} vs {means[1]:.4f})")
+
 
 if __name__ == "__main__":
     main()

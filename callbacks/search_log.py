@@ -14,7 +14,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.figures import curves_figure, log_figure, tensorboard
-from datamodules.cnn_search import CNNSearchEnv, make_search_env
+from datamodules.cnn_search import CNNSearchEnv, make_search_env, ranked
 from datamodules.vision import VisionDataModule
 from modules.cnn_classifier import train_classifier
 from modules.errors import ConfigError
@@ -27,11 +27,6 @@ def search_env(trainer: Trainer) -> CNNSearchEnv:
     if "env_id" not in hparams:
         raise ConfigError(f"the search callbacks need datamodules.experience.ExperienceDataModule, not {type(datamodule).__name__}")
     return make_search_env(hparams["env_id"], hparams.get("env_kwargs"))
-
-
-def ranked(records: list[dict]) -> list[dict]:
-    """Records best first (ties: the earlier evaluation first)."""
-    return sorted(records, key=lambda r: (-r["val_acc"], r["evaluated_at"]))
 
 
 def top_k_table(records: list[dict], k: int) -> str:

@@ -211,6 +211,11 @@ class EvaluationCache:
         return sorted(mine, key=lambda r: r["evaluated_at"])
 
 
+def ranked(records: list[dict]) -> list[dict]:
+    """Evaluation records best first (ties: the earlier evaluation first)."""
+    return sorted(records, key=lambda r: (-r["val_acc"], r["evaluated_at"]))
+
+
 class ConfigurationEvaluator:
     """Validation accuracy of a configuration trained under ``budget``: from the cache, or trained once and stored.
 
@@ -350,8 +355,8 @@ class CNNSearchEnv(gym.Env):
 
     def best_configuration(self) -> dict | None:
         """The configuration of this space with the highest validation accuracy evaluated so far (ties: the earliest)."""
-        records = [r for r in self.evaluator.records() if self.space.contains(r["config"])]
-        return dict(max(records, key=lambda r: r["val_acc"])["config"]) if records else None
+        records = ranked([r for r in self.evaluator.records() if self.space.contains(r["config"])])
+        return dict(records[0]["config"]) if records else None
 
     def step(self, action):
         action = int(action)
