@@ -202,6 +202,8 @@ def main() -> None:
     parser.add_argument("--train_subset", type=int, default=None, help="first N training images (None: all 55,000)")
     parser.add_argument("--block", default="conv", choices=["conv", "residual_mlp"], help="Fashion-MNIST step block")
     parser.add_argument("--state_dim", type=int, default=32, help="Fashion-MNIST state width (channels for conv)")
+    parser.add_argument("--readout_norm", action=argparse.BooleanOptionalAction, default=True,
+                        help="Fashion-MNIST: LayerNorm before the readout (--no-readout_norm: the session-5 network)")
     parser.add_argument("--depths", nargs="+", type=int, default=[1, 2, 4, 6])
     parser.add_argument("--step_costs", nargs="+", type=float, default=[0.003, 0.01, 0.03])
     parser.add_argument("--repeats", type=int, default=5)
@@ -219,7 +221,7 @@ def main() -> None:
     parser.add_argument("--cost_warmup_steps", type=int, default=5000, help="REINFORCE step-cost warm-up on parity")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    FASHION.update(block=args.block, state_dim=args.state_dim)
+    FASHION.update(block=args.block, state_dim=args.state_dim, readout_norm=args.readout_norm)
     PARITY.update(state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
     CONTROLLER_ARGS["reinforce"]["cost_warmup_steps"] = args.cost_warmup_steps
     rows: list[dict] = []

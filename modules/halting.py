@@ -138,14 +138,21 @@ class Embedding(nn.Module):
 
 
 class Readout(nn.Module):
-    """Class logits from any step's state: ``W state_features(s_n) + b``. Linear, so mixing logits mixes states."""
+    """Class logits from any step's state: ``W norm(state_features(s_n)) + b``, one map for every step.
 
-    def __init__(self, state_dim: int, num_classes: int) -> None:
+    ``normalize`` puts a LayerNorm before the linear map, the final norm of a pre-norm residual
+    network (GPT-2's ``ln_f``): the residual stream grows with every step, and without the norm one
+    linear map must read states of every scale. On Fashion-MNIST with the conv block it lifted every
+    step's accuracy of a REINFORCE-halting network by 1.3-5.7 points (README, issue 6).
+    """
+
+    def __init__(self, state_dim: int, num_classes: int, normalize: bool = False) -> None:
         super().__init__()
+        self.norm = nn.LayerNorm(state_dim) if normalize else nn.Identity()
         self.linear = nn.Linear(state_dim, num_classes)
 
     def forward(self, state: Tensor) -> Tensor:
-        return self.linear(state_features(state))
+        return self.linear(self.norm(state_features(state)))
 
 
 class HaltingPolicy(nn.Module):
@@ -345,7 +352,7 @@ class AdaptiveComputationTime(DepthController):
     Halting units ``h_n = sigmoid(l_n)``; the depth is ``N(x) = min{n : sum_{j<=n} h_j >= 1 - epsilon}``
     (eq. 8, capped at ``max_steps``), the remainder ``R = 1 - sum_{n<N} h_n`` (eq. 9), the halting
     weights ``p_n = h_n`` for ``n < N`` and ``R`` at ``N`` (eq. 10), the answer the mixture
-    ``y = sum_n p_n y_n`` (eq. 7; the readout is linear, so this equals the readout of the mean state)
+    ``y = sum_n p_n y_n`` (eq. 7; without ``readout_norm`` the readout is linear, so this equals the readout of the mean state)
     and the loss ``L(y) + tau * (N + R)`` (eqs. 11-12: only ``R`` carries a gradient).
     """
 

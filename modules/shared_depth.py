@@ -99,6 +99,8 @@ class SharedDepthNetwork(Classifier):
         eval_halting: halting rule of ``val/acc`` (the checkpoint metric); both rules are logged.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
+        readout_norm: LayerNorm before the readout, the final norm of a pre-norm residual network, so one
+            linear map reads the states of every step alike (the Fashion-MNIST configs use it).
     """
 
     shape_option = "input_shape"
@@ -134,6 +136,7 @@ class SharedDepthNetwork(Classifier):
         eval_halting: HaltingMode = "threshold",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        readout_norm: bool = False,
     ) -> None:
         super().__init__(num_classes, input_shape)
         require(block in BlockKind.__args__, f"--model.init_args.block must be one of {BlockKind.__args__}, got {block!r}")
@@ -158,7 +161,7 @@ class SharedDepthNetwork(Classifier):
         steps = self.controller.train_steps(max_steps)  # a fixed-depth untied network owns only the blocks it uses
         self.embedding = Embedding(tuple(input_shape), state_dim, conv_stem=block == "conv")
         self.blocks = StepBlocks(block, state_dim, hidden_dim, steps, tied)
-        self.readout = Readout(state_dim, num_classes)
+        self.readout = Readout(state_dim, num_classes, readout_norm)
         self.halting_policy = HaltingPolicy(state_dim, halt_bias_init) if self.controller.uses_policy else None
         other = "sample" if eval_halting == "threshold" else "threshold"  # the rule logged beside eval_halting's
         for stage in ("val", "test"):

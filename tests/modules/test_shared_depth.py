@@ -11,7 +11,7 @@ from cli import main
 from datamodules.synthetic import ParityDataModule, ToyDataModule
 from datamodules.vision import VisionDataModule
 from modules.errors import ConfigError
-from modules.halting import AdaptiveComputationTime, PonderNetHalting, ReinforceHalting, halting_distribution
+from modules.halting import AdaptiveComputationTime, PonderNetHalting, Readout, ReinforceHalting, halting_distribution
 from modules.policy_gradient import ScoreFunctionEstimator
 from modules.shared_depth import SharedDepthNetwork
 from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
@@ -182,14 +182,27 @@ def test_mismatched_datamodule_and_bad_options_are_named():
         small_network(halt_prob_min=0.6, halt_prob_max=0.5)
 
 
-def test_conv_network_runs_on_images_and_keeps_samples_independent():
-    model = SharedDepthNetwork(num_classes=10, input_shape=(1, 28, 28), block="conv", state_dim=8, max_steps=3).eval()
+@pytest.mark.parametrize("readout_norm", [False, True])
+def test_conv_network_runs_on_images_and_keeps_samples_independent(readout_norm):
+    model = SharedDepthNetwork(num_classes=10, input_shape=(1, 28, 28), block="conv", state_dim=8, max_steps=3,
+                               readout_norm=readout_norm).eval()
     images = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         alone = model.infer(images[:1]).logits
         together = model.infer(images).logits
     assert together.shape == (5, 10)
     assert torch.allclose(alone, together[:1], atol=1e-5)  # GroupNorm, not BatchNorm: no cross-sample leak
+
+
+def test_normalized_readout_reads_states_of_any_scale_alike():
+    # the residual stream grows with the steps; with readout_norm one linear map reads every step's scale
+    torch.manual_seed(0)
+    states = torch.randn(4, 8, 7, 7)
+    plain, normalized = Readout(8, 3), Readout(8, 3, normalize=True)
+    assert torch.allclose(normalized(5.0 * states), normalized(states), atol=1e-3)  # up to LayerNorm eps
+    assert not torch.allclose(plain(5.0 * states), plain(states), atol=1e-2)
+    model = small_network(readout_norm=True)
+    assert isinstance(model.readout.norm, torch.nn.LayerNorm) and isinstance(small_network().readout.norm, torch.nn.Identity)
 
 
 # --- learning -------------------------------------------------------------------------------------
