@@ -96,7 +96,7 @@ def part_fashion(args, seed: int, trained: dict) -> list[dict]:
     max_depth = max(args.depths)
     runs = [(f"fixed depth {d}", dict(depth_controller="fixed", fixed_depth=d, max_steps=max_depth)) for d in args.depths]
     runs += [(f"reinforce step_cost {c}", dict(depth_controller="reinforce", step_cost=c, reward="correct", max_steps=max_depth,
-                                              uniform_step_mix=0.5, cost_warmup_steps=200)) for c in args.step_costs]
+                                              uniform_step_mix=args.uniform_step_mix, cost_warmup_steps=200)) for c in args.step_costs]
     for name, options in runs:
         seed_everything(seed, verbose=False)
         model = SharedDepthNetwork(**{**FASHION, **options})
@@ -136,8 +136,9 @@ def part_speed(args, seed: int, trained: dict) -> list[dict]:
     model = trained.get("fashion_reinforce")
     if model is None:
         seed_everything(seed, verbose=False)
-        model = SharedDepthNetwork(**{**FASHION, "depth_controller": "reinforce", "step_cost": args.step_costs[0],
-                                      "reward": "correct", "max_steps": max(args.depths), "cost_warmup_steps": 200})
+        model = SharedDepthNetwork(**{**FASHION, "depth_controller": "reinforce", "step_cost": (args.step_costs or [0.006])[0],
+                                      "reward": "correct", "max_steps": max(args.depths), "cost_warmup_steps": 200,
+                                      "uniform_step_mix": args.uniform_step_mix})
         train(model, data, epochs=args.epochs)
     model.eval()
     batches = inputs.split(args.eval_batch)
@@ -205,7 +206,8 @@ def main() -> None:
     parser.add_argument("--readout_norm", action=argparse.BooleanOptionalAction, default=True,
                         help="Fashion-MNIST: LayerNorm before the readout (--no-readout_norm: the session-5 network)")
     parser.add_argument("--depths", nargs="+", type=int, default=[1, 2, 4, 6])
-    parser.add_argument("--step_costs", nargs="+", type=float, default=[0.003, 0.01, 0.03])
+    parser.add_argument("--step_costs", nargs="*", type=float, default=[0.003, 0.006, 0.01], help="none: fixed depths only")
+    parser.add_argument("--uniform_step_mix", type=float, default=0.2, help="Fashion-MNIST REINFORCE runs (0.5: the session-5 runs)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval_batch", type=int, default=1000)
     parser.add_argument("--controllers", nargs="+", default=["reinforce", "act", "pondernet"], choices=list(CONTROLLER_ARGS))
