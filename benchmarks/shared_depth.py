@@ -89,14 +89,19 @@ def test_inputs(data) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(inputs), torch.cat(labels)
 
 
+def fashion_reinforce(args, step_cost: float) -> dict:
+    """The REINFORCE halting options of every Fashion-MNIST run (accuracy against depth, and the speed part)."""
+    return dict(depth_controller="reinforce", step_cost=step_cost, reward="correct", max_steps=max(args.depths),
+                uniform_step_mix=args.uniform_step_mix, cost_warmup_steps=200)
+
+
 def part_fashion(args, seed: int, trained: dict) -> list[dict]:
     data = fashion_data(args)
     inputs, labels = test_inputs(data)
     rows = []
     max_depth = max(args.depths)
     runs = [(f"fixed depth {d}", dict(depth_controller="fixed", fixed_depth=d, max_steps=max_depth)) for d in args.depths]
-    runs += [(f"reinforce step_cost {c}", dict(depth_controller="reinforce", step_cost=c, reward="correct", max_steps=max_depth,
-                                              uniform_step_mix=args.uniform_step_mix, cost_warmup_steps=200)) for c in args.step_costs]
+    runs += [(f"reinforce step_cost {c}", fashion_reinforce(args, c)) for c in args.step_costs]
     for name, options in runs:
         seed_everything(seed, verbose=False)
         model = SharedDepthNetwork(**{**FASHION, **options})
@@ -136,9 +141,7 @@ def part_speed(args, seed: int, trained: dict) -> list[dict]:
     model = trained.get("fashion_reinforce")
     if model is None:
         seed_everything(seed, verbose=False)
-        model = SharedDepthNetwork(**{**FASHION, "depth_controller": "reinforce", "step_cost": (args.step_costs or [0.006])[0],
-                                      "reward": "correct", "max_steps": max(args.depths), "cost_warmup_steps": 200,
-                                      "uniform_step_mix": args.uniform_step_mix})
+        model = SharedDepthNetwork(**{**FASHION, **fashion_reinforce(args, args.step_costs[0])})
         train(model, data, epochs=args.epochs)
     model.eval()
     batches = inputs.split(args.eval_batch)
@@ -222,6 +225,8 @@ def main() -> None:
     parser.add_argument("--parity_lr", type=float, default=1e-3)
     parser.add_argument("--cost_warmup_steps", type=int, default=5000, help="REINFORCE step-cost warm-up on parity")
     args = parser.parse_args()
+    if "speed" in args.parts and not args.step_costs:
+        parser.error("--parts speed times a REINFORCE model: give at least one --step_costs value")
     torch.set_num_threads(args.threads)
     FASHION.update(block=args.block, state_dim=args.state_dim, readout_norm=args.readout_norm)
     PARITY.update(state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
