@@ -208,6 +208,8 @@ def main() -> None:
     parser.add_argument("--state_dim", type=int, default=32, help="Fashion-MNIST state width (channels for conv)")
     parser.add_argument("--readout_norm", action=argparse.BooleanOptionalAction, default=True,
                         help="Fashion-MNIST: LayerNorm before the readout (--no-readout_norm: the session-5 network)")
+    parser.add_argument("--lr_schedule", default="constant", choices=["constant", "cosine"],
+                        help="Fashion-MNIST: Adam's rate constant, or decayed to 0 along a cosine over the epochs")
     parser.add_argument("--depths", nargs="+", type=int, default=[1, 2, 4, 6])
     parser.add_argument("--step_costs", nargs="*", type=float, default=[0.003, 0.006, 0.01], help="none: fixed depths only")
     parser.add_argument("--uniform_step_mix", type=float, default=0.2, help="Fashion-MNIST REINFORCE runs (0.5: the session-5 runs)")
@@ -228,7 +230,7 @@ def main() -> None:
     if "speed" in args.parts and not args.step_costs:
         parser.error("--parts speed times a REINFORCE model: give at least one --step_costs value")
     torch.set_num_threads(args.threads)
-    FASHION.update(block=args.block, state_dim=args.state_dim, readout_norm=args.readout_norm)
+    FASHION.update(block=args.block, state_dim=args.state_dim, readout_norm=args.readout_norm, lr_schedule=args.lr_schedule)
     PARITY.update(state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
     CONTROLLER_ARGS["reinforce"]["cost_warmup_steps"] = args.cost_warmup_steps
     rows: list[dict] = []

@@ -7,7 +7,8 @@ REINFORCE classifier, the recurrent attention model, the searched CNN, the share
 only what their papers say: the network, the training objective and the quantities it adds.
 """
 
-from typing import Sequence
+import math
+from typing import Literal, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
@@ -18,13 +19,15 @@ from torchmetrics.classification import MulticlassAccuracy
 from modules.errors import ConfigError, require
 
 _SHAPE_FORMS = {1: "[D]", 3: "[C, H, W]"}
+LrSchedule = Literal["constant", "cosine"]
 
 
 class Classifier(LightningModule):
     """Base of the classifiers: the configuration and data checks, one accuracy per stage, predictions, Adam.
 
     A subclass calls ``super().__init__(num_classes, input_shape)``, then ``self.save_hyperparameters()``
-    (with ``lr`` and ``weight_decay`` among them unless it overrides :meth:`configure_optimizers`), and
+    (with ``lr`` and ``weight_decay`` among them, and optionally ``lr_schedule``, unless it overrides
+    :meth:`configure_optimizers`), and
     implements ``forward``. ``shape_option`` names its ``__init__`` argument holding the input shape,
     ``input_ranks`` the shapes it takes (3: images ``[C, H, W]``, 1: vectors ``[D]``), ``data_hint`` which
     datamodules fit. Validation and test batches go to :meth:`evaluate`; a subclass that measures more
@@ -119,4 +122,12 @@ class Classifier(LightningModule):
         return self(inputs).argmax(-1)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        """Adam; with ``lr_schedule: cosine`` its rate falls to 0 along a half cosine over the whole fit, per step."""
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.get("lr_schedule", "constant") == "constant":
+            return optimizer
+        total_steps = self.trainer.estimated_stepping_batches
+        require(math.isfinite(total_steps),
+                "--model.init_args.lr_schedule cosine needs a known training length: set --trainer.max_epochs or --trainer.max_steps")
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -26,7 +26,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from modules.classifier import Classifier
+from modules.classifier import Classifier, LrSchedule
 from modules.errors import require
 from modules.halting import (
     AdaptiveComputationTime,
@@ -103,6 +103,8 @@ class SharedDepthNetwork(Classifier):
         weight_decay: Adam weight decay.
         readout_norm: LayerNorm before the readout, the final norm of a pre-norm residual network, so one
             linear map reads the states of every step alike (the Fashion-MNIST configs use it).
+        lr_schedule: ``constant``, or ``cosine``: the rate decays to 0 over the fit, so the weights tested
+            are those of a settled optimiser rather than one Adam step at the full rate.
     """
 
     shape_option = "input_shape"
@@ -139,6 +141,7 @@ class SharedDepthNetwork(Classifier):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         readout_norm: bool = False,
+        lr_schedule: LrSchedule = "constant",
     ) -> None:
         super().__init__(num_classes, input_shape)
         require(block in BlockKind.__args__, f"--model.init_args.block must be one of {BlockKind.__args__}, got {block!r}")
@@ -158,6 +161,7 @@ class SharedDepthNetwork(Classifier):
         require(cost_warmup_steps >= 0, f"--model.init_args.cost_warmup_steps must be >= 0, got {cost_warmup_steps}")
         require(eval_halting in ("threshold", "sample"), f"--model.init_args.eval_halting must be threshold or sample, got {eval_halting!r}")
         require(lr > 0, f"--model.init_args.lr must be > 0, got {lr}")
+        require(lr_schedule in LrSchedule.__args__, f"--model.init_args.lr_schedule must be one of {LrSchedule.__args__}, got {lr_schedule!r}")
         self.save_hyperparameters()
         self.controller = self._controller()
         steps = self.controller.train_steps(max_steps)  # a fixed-depth untied network owns only the blocks it uses

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+from lightning.pytorch import Callback
 
 from cli import GapbridgeCLI, main
 
@@ -31,14 +32,23 @@ def fit_on_two_cpu_processes(args: list[str], tmp_path: Path) -> dict:
     return torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=False)
 
 
+class StopAfterFirstEpoch(Callback):
+    """Stops a fit after its first epoch, as an interrupted run stops: its configuration (``max_epochs``, and
+    with it a learning-rate schedule over the whole fit) is the one the resumed run finishes."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.should_stop = True
+
+
 def assert_resumed_run_matches_straight_run(args: list[str]) -> tuple[GapbridgeCLI, GapbridgeCLI]:
-    """Fit two epochs straight; fit one, resume from its ``last.ckpt`` for the second: same steps, same weights.
+    """Fit two epochs straight; stop the same fit after one, resume from its ``last.ckpt``: same steps, same weights.
 
     ``args`` must write the run below a TensorBoard logger (the runs are told apart by its ``version``).
     Returns the straight and the resumed run.
     """
     straight = main(["fit", *args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=straight"])
-    first = main(["fit", *args, "--trainer.max_epochs=1", "--trainer.logger.init_args.version=part"])
+    first = main(["fit", *args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=part",
+                  f"--trainer.callbacks+={StopAfterFirstEpoch.__module__}.{StopAfterFirstEpoch.__name__}"])
     last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
     resumed = main(["fit", *args, "--trainer.max_epochs=2", "--trainer.logger.init_args.version=resumed", f"--ckpt_path={last}"])
     assert resumed.trainer.global_step == straight.trainer.global_step == 2 * first.trainer.global_step > 0

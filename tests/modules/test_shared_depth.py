@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import Callback, Trainer, seed_everything
 
 from cli import main
 from datamodules.synthetic import ParityDataModule, ToyDataModule
@@ -228,6 +228,21 @@ def test_reinforce_halting_learns_parity_and_uses_more_than_one_step():
     assert result.steps.float().mean() > 1.5
 
 
+def test_cosine_schedule_decays_the_rate_to_zero_over_the_fit():
+    rates = []
+
+    class RecordRate(Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    data = ToyDataModule("moons", num_samples=320, val_size=50, test_size=50, batch_size=32)  # 10 batches an epoch
+    quiet_trainer(max_epochs=3, callbacks=[RecordRate()]).fit(small_network(input_shape=(2,), lr=0.01, lr_schedule="cosine"), datamodule=data)
+    assert len(rates) == 30
+    assert rates == pytest.approx([0.005 * (1 + math.cos(math.pi * step / 30)) for step in range(30)], abs=1e-9)
+    with pytest.raises(ConfigError, match="lr_schedule cosine needs a known training length"):
+        quiet_trainer(max_epochs=-1, max_time={"seconds": 30}).fit(small_network(input_shape=(2,), lr_schedule="cosine"), datamodule=data)
+
+
 @pytest.mark.parametrize("controller", ["reinforce", "pondernet"])
 def test_halting_network_learns_moons(controller):
     seed_everything(0, verbose=False)
@@ -282,6 +297,8 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert checkpoint["global_step"] == 3
 
 
-def test_resume_continues_the_same_run(tmp_path):
-    """Resumed from last.ckpt, the run (weights, estimator statistics, RNG) ends where a straight run does."""
-    assert_resumed_run_matches_straight_run([*toy_args(tmp_path), "--trainer.callbacks=[]", "--trainer.limit_val_batches=1"])
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_resume_continues_the_same_run(tmp_path, lr_schedule):
+    """Resumed from last.ckpt, the run (weights, estimator statistics, RNG, the rate's schedule) ends where a straight run does."""
+    assert_resumed_run_matches_straight_run([*toy_args(tmp_path), "--trainer.callbacks=[]", "--trainer.limit_val_batches=1",
+                                             f"--model.init_args.lr_schedule={lr_schedule}"])
