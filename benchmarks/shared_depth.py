@@ -6,7 +6,7 @@ Four parts, each measured side by side in one run (``modules.shared_depth.Shared
    embedding of the pixels + one residual MLP block, about 30x cheaper on a CPU). Fixed depths ``--depths`` against the
    REINFORCE halting policy at each ``--step_costs``; test accuracy and mean depth (thresholded and
    sampled halting). Bar: a REINFORCE run within 0.3 points of the best fixed depth at <= 70% of its depth.
-2. ``tied``: the same network at depth ``max(--depths)`` with one shared block against one block per
+2. ``tied``: the same network at depth ``--max_steps`` with one shared block against one block per
    step: test accuracy and parameter counts.
 3. ``speed``: wall-clock of inference with per-sample early exit against running every step and
    selecting the halting step (same answers), on the Fashion-MNIST test set with the first REINFORCE
@@ -91,7 +91,7 @@ def test_inputs(data) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fashion_reinforce(args, step_cost: float) -> dict:
     """The REINFORCE halting options of every Fashion-MNIST run (accuracy against depth, and the speed part)."""
-    return dict(depth_controller="reinforce", step_cost=step_cost, reward="correct", max_steps=max(args.depths),
+    return dict(depth_controller="reinforce", step_cost=step_cost, reward="correct", max_steps=args.max_steps,
                 uniform_step_mix=args.uniform_step_mix, cost_warmup_steps=200)
 
 
@@ -99,8 +99,7 @@ def part_fashion(args, seed: int, trained: dict) -> list[dict]:
     data = fashion_data(args)
     inputs, labels = test_inputs(data)
     rows = []
-    max_depth = max(args.depths)
-    runs = [(f"fixed depth {d}", dict(depth_controller="fixed", fixed_depth=d, max_steps=max_depth)) for d in args.depths]
+    runs = [(f"fixed depth {d}", dict(depth_controller="fixed", fixed_depth=d, max_steps=args.max_steps)) for d in args.depths]
     runs += [(f"reinforce step_cost {c}", fashion_reinforce(args, c)) for c in args.step_costs]
     for name, options in runs:
         seed_everything(seed, verbose=False)
@@ -119,7 +118,7 @@ def part_fashion(args, seed: int, trained: dict) -> list[dict]:
 def part_tied(args, seed: int) -> list[dict]:
     data = fashion_data(args)
     inputs, labels = test_inputs(data)
-    depth = max(args.depths)
+    depth = args.max_steps
     rows = []
     for tied in (True, False):
         seed_everything(seed, verbose=False)
@@ -210,7 +209,8 @@ def main() -> None:
                         help="Fashion-MNIST: LayerNorm before the readout (--no-readout_norm: the session-5 network)")
     parser.add_argument("--lr_schedule", default="constant", choices=["constant", "cosine"],
                         help="Fashion-MNIST: Adam's rate constant, or decayed to 0 along a cosine over the epochs")
-    parser.add_argument("--depths", nargs="+", type=int, default=[1, 2, 4, 6])
+    parser.add_argument("--max_steps", type=int, default=6, help="Fashion-MNIST: the most steps of a REINFORCE network; the tied part's depth")
+    parser.add_argument("--depths", nargs="*", type=int, default=[1, 2, 4, 6], help="Fashion-MNIST fixed depths (none: REINFORCE runs only)")
     parser.add_argument("--step_costs", nargs="*", type=float, default=[0.003, 0.006, 0.01], help="none: fixed depths only")
     parser.add_argument("--uniform_step_mix", type=float, default=0.2, help="Fashion-MNIST REINFORCE runs (0.5: the session-5 runs)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -227,6 +227,8 @@ def main() -> None:
     parser.add_argument("--parity_lr", type=float, default=1e-3)
     parser.add_argument("--cost_warmup_steps", type=int, default=5000, help="REINFORCE step-cost warm-up on parity")
     args = parser.parse_args()
+    if any(depth > args.max_steps for depth in args.depths):
+        parser.error(f"--depths {args.depths}: each must be <= --max_steps {args.max_steps}")
     if "speed" in args.parts and not args.step_costs:
         parser.error("--parts speed times a REINFORCE model: give at least one --step_costs value")
     torch.set_num_threads(args.threads)
