@@ -38,6 +38,7 @@ from datamodules.vision import VisionDataModule  # noqa: E402
 from modules.shared_depth import SharedDepthNetwork  # noqa: E402
 
 FASHION = dict(num_classes=10, input_shape=(1, 28, 28), block="conv", state_dim=32, lr=1e-3)
+TRAINER = dict(gradient_clip_val=1.0)
 PARITY = dict(num_classes=2, block="gru", state_dim=128, max_steps=20, lr=1e-3)
 CONTROLLER_ARGS = {
     "reinforce": dict(depth_controller="reinforce", step_cost=0.001, reward="neg_loss", uniform_step_mix=0.5, cost_warmup_steps=5000),
@@ -50,7 +51,7 @@ def train(model: SharedDepthNetwork, data, epochs: int | None = None, minutes: f
     """Fit without validation; returns the seconds spent."""
     trainer = Trainer(max_epochs=epochs if epochs is not None else -1, max_time={"minutes": minutes} if minutes else None,
                       accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0)
+                      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **TRAINER)
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     return time.perf_counter() - start
@@ -92,7 +93,7 @@ def test_inputs(data) -> tuple[torch.Tensor, torch.Tensor]:
 def fashion_reinforce(args, step_cost: float) -> dict:
     """The REINFORCE halting options of every Fashion-MNIST run (accuracy against depth, and the speed part)."""
     return dict(depth_controller="reinforce", step_cost=step_cost, reward="correct", max_steps=args.max_steps,
-                uniform_step_mix=args.uniform_step_mix, cost_warmup_steps=200)
+                uniform_step_mix=args.uniform_step_mix, cost_warmup_steps=200, detach_halting_input=args.detach_halting_input)
 
 
 def part_fashion(args, seed: int, trained: dict) -> list[dict]:
@@ -213,6 +214,9 @@ def main() -> None:
     parser.add_argument("--depths", nargs="*", type=int, default=[1, 2, 4, 6], help="Fashion-MNIST fixed depths (none: REINFORCE runs only)")
     parser.add_argument("--step_costs", nargs="*", type=float, default=[0.003, 0.006, 0.01], help="none: fixed depths only")
     parser.add_argument("--uniform_step_mix", type=float, default=0.2, help="Fashion-MNIST REINFORCE runs (0.5: the session-5 runs)")
+    parser.add_argument("--detach_halting_input", action=argparse.BooleanOptionalAction, default=False,
+                        help="Fashion-MNIST REINFORCE runs: the halting policy reads the detached state")
+    parser.add_argument("--gradient_clip_val", type=float, default=1.0, help="every run's gradient-norm clip (0: none)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval_batch", type=int, default=1000)
     parser.add_argument("--controllers", nargs="+", default=["reinforce", "act", "pondernet"], choices=list(CONTROLLER_ARGS))
@@ -232,6 +236,7 @@ def main() -> None:
     if "speed" in args.parts and not args.step_costs:
         parser.error("--parts speed times a REINFORCE model: give at least one --step_costs value")
     torch.set_num_threads(args.threads)
+    TRAINER.update(gradient_clip_val=args.gradient_clip_val or None)
     FASHION.update(block=args.block, state_dim=args.state_dim, readout_norm=args.readout_norm, lr_schedule=args.lr_schedule)
     PARITY.update(state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
     CONTROLLER_ARGS["reinforce"]["cost_warmup_steps"] = args.cost_warmup_steps

@@ -92,6 +92,9 @@ class SharedDepthNetwork(Classifier):
             1: every step trained alike, whatever the policy uses). On Fashion-MNIST 0.2 beat 0.5: the
             steps the policy answers at get most of the training (README, issue 6).
         halt_bias_init: initial bias of the halting logit (negative: start by continuing).
+        detach_halting_input: the halting policy reads ``sg(s_n)``, so the controller's own gradient
+            (REINFORCE's score-function term, ACT's ponder cost, PonderNet's KL) trains the policy alone
+            and the block, stem and readout learn from the task loss only.
         cost_warmup_steps: the controller's cost (``step_cost``, ACT's ``tau``, PonderNet's ``beta``) is
             scaled by ``min(1, step / cost_warmup_steps)`` (0: no warm-up).
         act_tau: ACT's ponder-cost weight (Graves 2016, eq. 12).
@@ -132,6 +135,7 @@ class SharedDepthNetwork(Classifier):
         halt_prob_max: float = 0.98,
         uniform_step_mix: float = 0.5,
         halt_bias_init: float = -2.0,
+        detach_halting_input: bool = False,
         cost_warmup_steps: int = 0,
         act_tau: float = 0.01,
         act_epsilon: float = 0.01,
@@ -201,7 +205,7 @@ class SharedDepthNetwork(Classifier):
     def _halt_logit(self, state: Tensor) -> Tensor:
         if self.halting_policy is None:
             return state.new_zeros(len(state), dtype=torch.float32)
-        return self.halting_policy(state)
+        return self.halting_policy(state.detach() if self.hparams.detach_halting_input else state)
 
     def trace(self, inputs: Tensor, steps: int | None = None) -> Trace:
         """Run all ``steps`` steps on every sample, keeping each state, readout and halting logit."""

@@ -205,6 +205,16 @@ def test_normalized_readout_reads_states_of_any_scale_alike():
     assert isinstance(model.readout.norm, torch.nn.LayerNorm) and isinstance(small_network().readout.norm, torch.nn.Identity)
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_detached_halting_input_keeps_the_controllers_gradient_out_of_the_network(detach):
+    model = small_network(detach_halting_input=detach)
+    model.trace(torch.randn(4, 6)).halt_logits.sum().backward()
+    assert model.halting_policy.linear.weight.grad.abs().sum() > 0
+    network_grads = [p.grad for p in [*model.blocks.parameters(), *model.embedding.parameters()]]
+    reached = any(g is not None and g.abs().sum() > 0 for g in network_grads)
+    assert reached != detach
+
+
 # --- learning -------------------------------------------------------------------------------------
 
 
