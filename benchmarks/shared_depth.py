@@ -208,8 +208,8 @@ def main() -> None:
     parser.add_argument("--state_dim", type=int, default=32, help="Fashion-MNIST state width (channels for conv)")
     parser.add_argument("--readout_norm", action=argparse.BooleanOptionalAction, default=True,
                         help="Fashion-MNIST: LayerNorm before the readout (--no-readout_norm: the session-5 network)")
-    parser.add_argument("--lr_schedule", default="constant", choices=["constant", "cosine"],
-                        help="Fashion-MNIST: Adam's rate constant, or decayed to 0 along a cosine over the epochs")
+    parser.add_argument("--lr_schedule", default="cosine", choices=["constant", "cosine"],
+                        help="Fashion-MNIST: Adam's rate decayed to 0 along a cosine over the epochs, or constant (the session-5/6 runs)")
     parser.add_argument("--max_steps", type=int, default=6, help="Fashion-MNIST: the most steps of a REINFORCE network; the tied part's depth")
     parser.add_argument("--depths", nargs="*", type=int, default=[1, 2, 4, 6], help="Fashion-MNIST fixed depths (none: REINFORCE runs only)")
     parser.add_argument("--step_costs", nargs="*", type=float, default=[0.003, 0.006, 0.01], help="none: fixed depths only")

@@ -27,10 +27,9 @@ class Classifier(LightningModule):
 
     A subclass calls ``super().__init__(num_classes, input_shape)``, then ``self.save_hyperparameters()``
     (with ``lr`` and ``weight_decay`` among them, and optionally ``lr_schedule``, unless it overrides
-    :meth:`configure_optimizers`), and
-    implements ``forward``. ``shape_option`` names its ``__init__`` argument holding the input shape,
-    ``input_ranks`` the shapes it takes (3: images ``[C, H, W]``, 1: vectors ``[D]``), ``data_hint`` which
-    datamodules fit. Validation and test batches go to :meth:`evaluate`; a subclass that measures more
+    :meth:`configure_optimizers`), and implements ``forward``. ``shape_option`` names its ``__init__``
+    argument holding the input shape, ``input_ranks`` the shapes it takes (3: images ``[C, H, W]``, 1:
+    vectors ``[D]``), ``data_hint`` which datamodules fit. Validation and test batches go to :meth:`evaluate`; a subclass that measures more
     than accuracy overrides it and passes its measures to :meth:`log_evaluation`.
     """
 
