@@ -50,6 +50,7 @@ class GlimpseSensor(nn.Module):
         twice_offsets = blocks[:, None] * (2 * torch.arange(glimpse_size + 1) - glimpse_size) + 1
         self.register_buffer("_twice_corner_offsets", twice_offsets, persistent=False)
         self.register_buffer("_block_area", (blocks**2)[:, None, None], persistent=False)  # [K, 1, 1], integer
+        self._grids: dict[tuple, tuple[Tensor, ...]] = {}  # read()'s constants per table shape and device
 
     @property
     def out_features(self) -> int:
@@ -64,21 +65,37 @@ class GlimpseSensor(nn.Module):
         table[:, :, 1:, 1:] = images
         return table.cumsum_(-1).cumsum_(-2)
 
+    def _corner_grid(self, rows: int, cols: int, device: torch.device) -> tuple[Tensor, ...]:
+        """Constants of :meth:`read` for a table of ``rows x cols`` pixel edges, built once per shape and device.
+
+        ``base`` [2, K, g+1] and ``half`` [2, 1, 1]: every block corner's pixel edge is ``floor(base + l half)``
+        (``l`` in ``[-1, 1]``; ``half`` is half the image's width and height); ``first`` and ``last`` [2, 1, 1]:
+        the first and last pixel edges (0 and W, H); ``stride`` [2, 1, 1]: what one column and one row add to
+        a flattened table index. Built once because, at batch 128, building them costs as much as a read.
+        """
+        key = (rows, cols, device)
+        if key not in self._grids:
+            last = torch.tensor([[[cols - 1]], [[rows - 1]]], dtype=torch.float32, device=device)
+            half = last / 2
+            base = self._twice_corner_offsets.to(device) / 2.0 + half  # float32, exact (halves of small integers)
+            stride = torch.tensor([[[1]], [[cols]]], dtype=torch.float32, device=device)
+            self._grids[key] = (base, half, torch.zeros_like(last), last, stride)
+        return self._grids[key]
+
     def read(self, table: Tensor, location: Tensor) -> Tensor:
         """``table`` from :meth:`summed_area_table`, ``location`` [B, 2] as (x, y) in [-1, 1]
         -> glimpses [B, num_scales, C, g, g] (float64)."""
         batch, channels, rows, cols = table.shape  # rows = H + 1, cols = W + 1
-        offsets = self._twice_corner_offsets / 2.0  # float32
-        last = offsets.new_tensor([[[cols - 1]], [[rows - 1]]])  # [2, 1, 1]: (W, H), the last pixel edges
-        half = last / 2
+        base, half, first, last, stride = self._corner_grid(rows, cols, table.device)
         # every block corner's pixel edge, (x, y) = (column, row), clamped into the table (which reads the zero padding)
-        corners = torch.addcmul(offsets + half, location.float()[:, :, None, None], half)
-        corners = torch.minimum(corners.floor_().clamp_(min=0), last)  # [B, 2, K, g+1]
-        x, y = (corners * last.new_tensor([[[1]], [[cols]]])).long().unbind(1)
-        index = (y[..., :, None] + x[..., None, :]).view(batch, 1, -1)  # [B, 1, K (g+1)^2] into the flattened table
+        corners = torch.addcmul(base, location.float()[:, :, None, None], half)  # [B, 2, K, g+1]
+        x, y = corners.clamp_(first, last).floor_().mul_(stride).unbind(1)
+        index = (y[..., :, None] + x[..., None, :]).long().view(batch, 1, -1)  # [B, 1, K (g+1)^2], flattened table
         sums = table.flatten(2).gather(2, index if channels == 1 else index.expand(-1, channels, -1))
         sums = sums.view(batch, channels, self.num_scales, self.glimpse_size + 1, self.glimpse_size + 1)
-        means = sums.diff(dim=-2).diff(dim=-1) / self._block_area  # [B, C, K, g, g]
+        means = sums.diff(dim=-2).diff(dim=-1)  # [B, C, K, g, g] block sums
+        if self.blocks[-1] > 1:
+            means = means / self._block_area
         return means.transpose(1, 2)
 
     def forward(self, images: Tensor, location: Tensor) -> Tensor:
