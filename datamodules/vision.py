@@ -53,10 +53,15 @@ def _random_offsets(count: tuple[int, int], high: int, generator: torch.Generato
     return top, left
 
 
-def translate(images: Tensor, canvas_size: int, generator: torch.Generator) -> Tensor:
-    """Place each 28x28 image [B, 28, 28] uint8 at a uniform random position on a zero canvas."""
+def translate(images: Tensor, canvas_size: int, generator: torch.Generator, offsets: list | None = None) -> Tensor:
+    """Place each 28x28 image [B, 28, 28] uint8 at a uniform random position on a zero canvas.
+
+    ``offsets``: a list to which the positions are appended, as one [B, 2] tensor of (top, left) pixels.
+    """
     canvas = images.new_zeros(len(images), canvas_size, canvas_size)
     top, left = _random_offsets((len(images), 1), canvas_size - images.shape[-1], generator)
+    if offsets is not None:
+        offsets.append(torch.cat([top, left], dim=1))
     return _paste_max(canvas, images[:, None], top, left)
 
 
@@ -67,10 +72,14 @@ def clutter(
     num_distractors: int,
     distractor_size: int,
     generator: torch.Generator,
+    offsets: list | None = None,
 ) -> Tensor:
-    """Translated images plus ``num_distractors`` random crops of random ``pool`` images, combined with max."""
+    """Translated images plus ``num_distractors`` random crops of random ``pool`` images, combined with max.
+
+    ``offsets``: as in :func:`translate`, the positions of the images themselves (not of the distractors).
+    """
     batch, k, d = len(images), num_distractors, distractor_size
-    canvas = translate(images, canvas_size, generator)
+    canvas = translate(images, canvas_size, generator, offsets)
     if k == 0:
         return canvas
     source = torch.randint(0, len(pool), (batch, k), generator=generator)
@@ -100,15 +109,15 @@ class VisionBatchTransform:
     distractor_size: int = 0
     pool: Tensor | None = None  # distractor sources for ``cluttered``
 
-    def sample_variant(self, images: Tensor, generator: torch.Generator) -> Tensor:
+    def sample_variant(self, images: Tensor, generator: torch.Generator, offsets: list | None = None) -> Tensor:
         if self.variant == "binarized":
             # P(u < pixel) = pixel / 255 for u uniform on {0, ..., 254}: Bernoulli(pixel / 255) without floats
             uniform = torch.randint(0, 255, images.shape, generator=generator, dtype=torch.uint8)
             return (uniform < images).to(torch.uint8)
         if self.variant == "translated":
-            return translate(images, self.canvas_size, generator)
+            return translate(images, self.canvas_size, generator, offsets)
         if self.variant == "cluttered":
-            return clutter(images, self.pool, self.canvas_size, self.num_distractors, self.distractor_size, generator)
+            return clutter(images, self.pool, self.canvas_size, self.num_distractors, self.distractor_size, generator, offsets)
         return images
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
@@ -185,6 +194,7 @@ class VisionDataModule(InMemoryDataModule):
         self.normalize = normalize
         self.seed = seed
         self.torchvision_class, self.mean, self.std = _DATASETS[dataset]
+        self.test_offsets: Tensor | None = None  # filled by setup("test") for translated and cluttered
 
     # --- what models check before a run starts -------------------------------------------------
 
@@ -292,11 +302,13 @@ class VisionDataModule(InMemoryDataModule):
             pool=pool,
         )
 
-    def _fixed_variant(self, images: Tensor, offset: int, chunk: int = 4096) -> Tensor:
-        """Draw the variant of an evaluation split once, reproducibly from ``seed``; stored as uint8."""
+    def _fixed_variant(self, images: Tensor, offset: int, chunk: int = 4096, offsets: list | None = None) -> Tensor:
+        """Draw the variant of an evaluation split once, reproducibly from ``seed``; stored as uint8.
+
+        ``offsets``: as in :func:`translate`, filled for ``translated`` and ``cluttered``."""
         generator = torch.Generator().manual_seed(self.seed * 1_000 + offset)
         sampler = self._transform(resample=True, pool=images)
-        return torch.cat([sampler.sample_variant(part, generator) for part in images.split(chunk)])
+        return torch.cat([sampler.sample_variant(part, generator, offsets) for part in images.split(chunk)])
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
@@ -320,6 +332,9 @@ class VisionDataModule(InMemoryDataModule):
             )
         if stage in (None, "test", "predict") and self.test_set is None:
             images, labels = self._load(train=False)
+            offsets = []
             self.test_set = TensorBatchDataset(
-                self._fixed_variant(images, offset=2), labels, transform=self._transform(resample=False)
+                self._fixed_variant(images, offset=2, offsets=offsets), labels, transform=self._transform(resample=False)
             )
+            # where each test image lies on its canvas, [N, 2] (top, left) pixels (translated, cluttered): analysis only
+            self.test_offsets = torch.cat(offsets) if offsets else None

@@ -131,8 +131,12 @@ class RecurrentAttentionModel(Classifier):
     def _uniform_location(self, batch: int, reference: Tensor) -> Tensor:
         return torch.rand(batch, 2, device=reference.device) * 2 - 1
 
-    def rollout(self, images: Tensor, greedy: bool = False) -> Rollout:
-        """Glimpse ``T`` times; ``greedy`` looks at the policy's mean instead of sampling (random glimpses stay random)."""
+    def rollout(self, images: Tensor, greedy: bool = False, looks: Tensor | None = None) -> Rollout:
+        """Glimpse ``T`` times; ``greedy`` looks at the policy's mean instead of sampling (random glimpses stay random).
+
+        ``looks`` [T-1, B, 2]: glimpse there instead of where the policy (or chance) would, for analysis
+        (e.g. on the object itself); no log-probabilities are then returned.
+        """
         batch = len(images)
         steps = self.hparams.num_glimpses
         state = self.core.initial_state(batch, images)
@@ -145,7 +149,9 @@ class RecurrentAttentionModel(Classifier):
             if t == steps - 1:
                 break
             hidden = state[0]
-            if self.location_policy is None:
+            if looks is not None:
+                location = looks[t]
+            elif self.location_policy is None:
                 location = self._uniform_location(batch, images)
             else:
                 policy = self.location_policy(hidden)

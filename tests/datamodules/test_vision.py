@@ -145,6 +145,22 @@ def test_cluttered_canvas_adds_distractors_to_the_translated_digit(system_dir, d
     assert dm.test_set.tensors[0].shape == (NUM_TEST, 60, 60)
 
 
+@pytest.mark.parametrize("variant", ["translated", "cluttered"])
+def test_test_offsets_say_where_each_test_image_lies_on_its_canvas(system_dir, data_dir, variant):
+    """The recorded (top, left) cut each source image back out of its canvas (max-combination keeps its pixels)."""
+    dm = make(system_dir, data_dir, variant=variant, canvas_size=44, normalize=False)
+    canvases, offsets = dm.test_set.tensors[0], dm.test_offsets
+    assert offsets.shape == (NUM_TEST, 2) and offsets.min() >= 0 and offsets.max() <= 44 - 28
+    sources = dm._load(train=False)[0]
+    for canvas, source, (top, left) in zip(canvases, sources, offsets.tolist()):
+        crop = canvas[top : top + 28, left : left + 28]
+        assert torch.equal(crop, source) if variant == "translated" else bool((crop >= source).all())
+        if variant == "translated":
+            assert crop.sum() == canvas.sum()  # nothing outside the recorded box
+    assert offsets.unique(dim=0).shape[0] > 1
+    assert make(system_dir, data_dir, variant="plain").test_offsets is None
+
+
 def test_missing_data_raises_one_clear_error_and_creates_nothing(tmp_path):
     data_dir = tmp_path / "data"
     dm = VisionDataModule(data_dir=str(data_dir), system_dir=str(tmp_path / "no-system"))

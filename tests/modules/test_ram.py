@@ -92,6 +92,24 @@ def test_greedy_rollout_looks_at_the_policy_mean_and_is_repeatable():
     assert not torch.equal(sampled.locations, first.locations)
 
 
+@pytest.mark.parametrize("policy", ["learned", "random"])
+def test_given_looks_replace_the_policy_and_match_glimpsing_there(policy):
+    """``rollout(looks=...)`` glimpses exactly there: the same answer as a policy whose mean is those points."""
+    model = small_model(location_policy=policy).eval()
+    images = torch.rand(5, 1, 28, 28)
+    looks = torch.rand(3, 5, 2) * 2 - 1  # T - 1 = 3 chosen locations per image
+    with torch.no_grad():
+        forced = model.rollout(images, looks=looks)
+        again = model.rollout(images, greedy=True, looks=looks)
+        state = model.core.initial_state(5, images)
+        for location in (torch.zeros(5, 2), *looks):  # l_0 is the centre, then the given looks
+            state = model.core(model.glimpse(images, location), state)
+    torch.testing.assert_close(forced.locations[1:], looks, rtol=0, atol=0)
+    assert forced.log_prob is None and forced.baseline is None
+    torch.testing.assert_close(forced.logits, model.classifier(state[0]))
+    torch.testing.assert_close(again.logits, forced.logits)
+
+
 def test_ablations_build_only_what_they_train():
     random = small_model(location_policy="random")
     assert random.location_policy is None and random.baseline_net is None and random.estimator is None
