@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 
 from cli import main
 from datamodules.synthetic import ParityDataModule
@@ -12,6 +11,7 @@ from datamodules.vision import VisionDataModule
 from modules.errors import ConfigError
 from modules.ram import RecurrentAttentionModel
 from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
+from tests.trainers import quiet_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUTTERED = str(ROOT / "configs/ram_fashion_cluttered60.yaml")
@@ -137,11 +137,6 @@ def test_bad_configuration_and_mismatched_datamodule_are_named():
 
 # --- end to end --------------------------------------------------------------------------------
 
-def quiet_trainer(tmp_path, **kwargs) -> Trainer:
-    return Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
-
-
 def test_learned_glimpses_beat_random_glimpses_on_real_images(tmp_path, fashion_source):
     """A random first glimpse of 8x8 pixels, then one chosen by the policy, on 4,000 real 28x28 images.
 
@@ -155,8 +150,8 @@ def test_learned_glimpses_beat_random_glimpses_on_real_images(tmp_path, fashion_
         torch.manual_seed(0)
         model = small_model(location_policy=policy, num_glimpses=2, glimpse_size=8, num_scales=1, hidden_size=64,
                             glimpse_features=64, location_std=0.15, first_location="random", lr=3e-3, mc_samples=())
-        quiet_trainer(tmp_path, max_epochs=2, limit_val_batches=0).fit(model, datamodule=data)
-        accuracy[policy] = quiet_trainer(tmp_path).test(model, datamodule=data, verbose=False)[0]["test/acc"]
+        quiet_trainer(default_root_dir=tmp_path, max_epochs=2, limit_val_batches=0).fit(model, datamodule=data)
+        accuracy[policy] = quiet_trainer(default_root_dir=tmp_path).test(model, datamodule=data, verbose=False)[0]["test/acc"]
     assert accuracy["learned"] > 0.36 and accuracy["learned"] > accuracy["random"] + 0.08, accuracy
 
 

@@ -2,16 +2,11 @@
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 
 from datamodules.vision import VisionDataModule
 from modules.errors import ConfigError
 from modules.reinforce_classifier import ReinforceClassifier
-
-
-def quiet_trainer(tmp_path, **kwargs) -> Trainer:
-    return Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
+from tests.trainers import quiet_trainer
 
 
 @pytest.mark.parametrize("network", ["mlp", "cnn"])
@@ -49,7 +44,7 @@ def test_reinforce_alone_learns_to_classify(tmp_path, fashion_source):
     data = VisionDataModule(data_dir=str(tmp_path / "data"), system_dir=str(fashion_source), train_subset=4000,
                             val_size=1000, batch_size=64)
     model = ReinforceClassifier(grad_variance_every=0)
-    trainer = quiet_trainer(tmp_path, max_epochs=3, limit_val_batches=0)
+    trainer = quiet_trainer(default_root_dir=tmp_path, max_epochs=3, limit_val_batches=0)
     untrained = trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"]
     trainer.fit(model, datamodule=data)
     trained = trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"]

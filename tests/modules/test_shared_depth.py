@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, seed_everything
 
 from cli import main
 from datamodules.synthetic import ParityDataModule, ToyDataModule
@@ -15,12 +15,14 @@ from modules.halting import AdaptiveComputationTime, PonderNetHalting, Readout, 
 from modules.policy_gradient import ScoreFunctionEstimator
 from modules.shared_depth import SharedDepthNetwork
 from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
+from tests.trainers import quiet_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs/presets/smoke.yaml")
 PARITY = str(ROOT / "configs/depth_parity_reinforce.yaml")
 MOONS = str(ROOT / "configs/depth_moons.yaml")
 CONTROLLERS = ["fixed", "reinforce", "act", "pondernet"]
+NO_VALIDATION = dict(limit_val_batches=0, num_sanity_val_steps=0)
 
 
 def small_network(**kwargs) -> SharedDepthNetwork:
@@ -218,18 +220,13 @@ def test_detached_halting_input_keeps_the_controllers_gradient_out_of_the_networ
 # --- learning -------------------------------------------------------------------------------------
 
 
-def quiet_trainer(**kwargs) -> Trainer:
-    return Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **kwargs)
-
-
 def test_reinforce_halting_learns_parity_and_uses_more_than_one_step():
     """6-bit parity: an untrained network is at chance (50%); one GRU step alone does not solve it here."""
     seed_everything(0, verbose=False)
     data = ParityDataModule(num_bits=6, train_size=128 * 300, val_size=100, test_size=1000, batch_size=128)
     model = SharedDepthNetwork(input_shape=(6,), block="gru", state_dim=48, max_steps=5, depth_controller="reinforce",
                                step_cost=0.01, cost_warmup_steps=200, lr=3e-3)
-    quiet_trainer(max_epochs=1).fit(model, datamodule=data)
+    quiet_trainer(**NO_VALIDATION, max_epochs=1).fit(model, datamodule=data)
     inputs, labels = data.test_set.tensors
     with torch.no_grad():
         result = model.eval().infer(inputs)
@@ -246,11 +243,11 @@ def test_cosine_schedule_decays_the_rate_to_zero_over_the_fit():
             rates.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     data = ToyDataModule("moons", num_samples=320, val_size=50, test_size=50, batch_size=32)  # 10 batches an epoch
-    quiet_trainer(max_epochs=3, callbacks=[RecordRate()]).fit(small_network(input_shape=(2,), lr=0.01, lr_schedule="cosine"), datamodule=data)
+    quiet_trainer(**NO_VALIDATION, max_epochs=3, callbacks=[RecordRate()]).fit(small_network(input_shape=(2,), lr=0.01, lr_schedule="cosine"), datamodule=data)
     assert len(rates) == 30
     assert rates == pytest.approx([0.005 * (1 + math.cos(math.pi * step / 30)) for step in range(30)], abs=1e-9)
     with pytest.raises(ConfigError, match="lr_schedule cosine needs a known training length"):
-        quiet_trainer(max_epochs=-1, max_time={"seconds": 30}).fit(small_network(input_shape=(2,), lr_schedule="cosine"), datamodule=data)
+        quiet_trainer(**NO_VALIDATION, max_epochs=-1, max_time={"seconds": 30}).fit(small_network(input_shape=(2,), lr_schedule="cosine"), datamodule=data)
 
 
 @pytest.mark.parametrize("controller", ["reinforce", "pondernet"])
@@ -259,7 +256,7 @@ def test_halting_network_learns_moons(controller):
     data = ToyDataModule("moons", num_samples=1000, batch_size=64)
     model = SharedDepthNetwork(input_shape=(2,), block="residual_mlp", state_dim=16, hidden_dim=32, max_steps=6,
                                depth_controller=controller, lr=1e-2)
-    quiet_trainer(max_epochs=6).fit(model, datamodule=data)
+    quiet_trainer(**NO_VALIDATION, max_epochs=6).fit(model, datamodule=data)
     inputs, labels = data.test_set.tensors
     with torch.no_grad():
         accuracy = (model.eval()(inputs).argmax(-1) == labels).float().mean().item()

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from torch.distributions import MultivariateNormal
 
 from cli import main
@@ -14,6 +13,7 @@ from datamodules.vision import VisionDataModule
 from modules.errors import ConfigError
 from modules.vae import VAE, ActiveUnits
 from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
+from tests.trainers import quiet_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 REPARAM = str(ROOT / "configs/vae_fashion_reparam.yaml")
@@ -189,11 +189,6 @@ def test_mismatched_datamodule_is_named():
     VAE().check_datamodule(VisionDataModule(variant="binarized"))
 
 
-def quiet_trainer(tmp_path, **kwargs) -> Trainer:
-    return Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
-
-
 def validation_loss(model: VAE, data: VisionDataModule) -> float:
     """-L_K in nats per image over the validation split."""
     with torch.no_grad():
@@ -210,7 +205,7 @@ def test_vae_learns_binarized_fashion_mnist(tmp_path, fashion_source, estimator,
     data.setup("fit")
     model = VAE(estimator=estimator, grad_variance_every=0)
     untrained = validation_loss(model, data)
-    quiet_trainer(tmp_path, max_epochs=2, limit_val_batches=0).fit(model, datamodule=data)
+    quiet_trainer(default_root_dir=tmp_path, max_epochs=2, limit_val_batches=0).fit(model, datamodule=data)
     trained = validation_loss(model, data)
     assert untrained - trained > margin, (untrained, trained)
 
