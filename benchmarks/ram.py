@@ -175,8 +175,10 @@ def where_it_looks(model: RecurrentAttentionModel, data: VisionDataModule) -> di
 
     ``distance``: mean distance of the chosen glimpses ``l_1 .. l_{T-1}`` to the centre of the object (the
     28x28 source image) on its canvas, in location units (1 = half the canvas); ``on_object``: the greedy
-    test accuracy when every chosen glimpse is put on that centre instead (what a perfect "where" would
-    give this "what"); ``centre_distance``: the same distance for ``l_0``, the canvas centre.
+    test accuracy when the chosen glimpses are put on the object instead, each at its centre plus Gaussian
+    noise of the policy's std (seeded; T - 1 looks at exactly one point would see one view ``T - 1`` times):
+    what a policy that finds the object would give this "what"; ``centre_distance``: the same distance
+    for ``l_0``, the canvas centre.
     """
     if data.test_offsets is None:
         return None
@@ -184,12 +186,14 @@ def where_it_looks(model: RecurrentAttentionModel, data: VisionDataModule) -> di
     half = data.image_shape[-1] / 2
     top, left = (data.test_offsets.float() + 14).unbind(1)
     centres = torch.stack([left / half - 1, top / half - 1], dim=1)  # (x, y) in [-1, 1]
+    generator = torch.Generator().manual_seed(0)
     distance = correct = seen = 0.0
     for images, labels in data.test_dataloader():
         centre = centres[int(seen) : int(seen) + len(images)]
         rollout = model.rollout(images, greedy=True)
         distance += (rollout.locations[1:] - centre).norm(dim=-1).mean(0).sum().item()
-        looks = centre.expand(len(rollout.locations) - 1, -1, -1)
+        noise = torch.randn(rollout.locations[1:].shape, generator=generator) * model.hparams.location_std
+        looks = (centre + noise).clamp(-1.0, 1.0)
         correct += (model.rollout(images, looks=looks).logits.argmax(-1) == labels).sum().item()
         seen += len(images)
     return dict(distance=distance / seen, on_object=correct / seen, centre_distance=centres.norm(dim=-1).mean().item())
@@ -224,7 +228,7 @@ def compare_training(task: str, epochs: int, policies: list[str], dataset: str, 
     if where:
         print(f"distance: mean distance of the greedy glimpses l_1..l_T-1 to the object's centre (1 = half the canvas; "
               f"l_0, the canvas centre: {where['centre_distance']:.3f}); on object: greedy accuracy with those glimpses "
-              "put on the object's centre")
+              "put on the object's centre plus noise of the policy's std")
     print("\ngreedy test accuracy against training wall-clock (s):")
     for policy, result in results.items():
         print(f"  {policy}: " + ", ".join(f"{s:.0f}s {a:.4f}" for _, s, a in result["curve"].curve))
