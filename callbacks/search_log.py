@@ -14,9 +14,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.figures import curves_figure, log_figure, tensorboard
-from datamodules.cnn_search import CNNSearchEnv, make_search_env, ranked
+from datamodules.cnn_search import CNNSearchEnv, make_search_env, ranked, select_by_full_training
 from datamodules.vision import VisionDataModule
-from modules.cnn_classifier import train_classifier
 from modules.errors import ConfigError
 
 
@@ -117,22 +116,31 @@ class SearchLog(Callback):
 
 
 class TrainBestConfiguration(Callback):
-    """At the end of the search, trains its best configuration on the whole training set and reports test accuracy.
+    """At the end of the search, trains its best configurations on the whole training set and reports the test accuracy.
 
-    The same :func:`modules.cnn_classifier.train_classifier` as the search's evaluations, with the
-    full training split (60k minus ``val_size``) for ``epochs`` epochs; the test accuracy is printed,
-    logged as ``search/best_test_acc`` and written to ``best_result.json`` in the run directory.
+    The search's ``top_k`` best configurations that build different networks are trained by the same
+    :func:`modules.cnn_classifier.train_classifier` as its evaluations, on the full training split
+    (60k minus ``val_size``) for ``epochs`` epochs, and the one with the highest validation accuracy
+    is the search's answer (:func:`datamodules.cnn_search.select_by_full_training`; ``top_k: 1``
+    takes the search's best as it is). Its test accuracy is printed, logged as
+    ``search/best_test_acc`` and written with every finalist's to ``best_result.json`` in the run
+    directory.
 
     Args:
-        epochs: training epochs of the final run.
-        val_size: validation images held out of the 60k training images.
-        batch_size: batch size of the final run.
-        seed: seed of the final run.
-        accelerator, precision: of the final run's ``Trainer``.
+        epochs: training epochs of each final run.
+        top_k: finalists trained fully (each a full training).
+        val_size: validation images held out of the 60k training images (the finalists are compared on them).
+        batch_size: batch size of the final runs.
+        seed: seed of the final runs.
+        accelerator, precision: of the final runs' ``Trainer``.
     """
 
-    def __init__(self, epochs: int = 5, val_size: int = 5000, batch_size: int = 128, seed: int = 0, accelerator: str = "cpu", precision: str = "32-true") -> None:
-        self.epochs, self.val_size, self.batch_size, self.seed = epochs, val_size, batch_size, seed
+    def __init__(
+        self, epochs: int = 5, top_k: int = 1, val_size: int = 5000, batch_size: int = 128, seed: int = 0, accelerator: str = "cpu", precision: str = "32-true"
+    ) -> None:
+        if top_k < 1:
+            raise ConfigError(f"TrainBestConfiguration's top_k (finalists trained fully) must be >= 1, got {top_k}")
+        self.epochs, self.top_k, self.val_size, self.batch_size, self.seed = epochs, top_k, val_size, batch_size, seed
         self.accelerator, self.precision = accelerator, precision
         self.result: dict | None = None
 
@@ -142,15 +150,18 @@ class TrainBestConfiguration(Callback):
         records = env.evaluator.records()
         if not records:
             return
-        best = ranked(records)[0]
-        data = VisionDataModule(dataset=best["budget"]["dataset"], val_size=self.val_size, batch_size=self.batch_size, seed=self.seed, **env.evaluator.data_args)
-        result = train_classifier(best["config"], data, self.epochs, self.seed, self.accelerator, self.precision, test=True)
-        self.result = {"config": best["config"], "search_val_acc": best["val_acc"], "epochs": self.epochs, **result}
-        print(f"\nbest configuration {best['config']} (search val acc {best['val_acc']:.4f}) trained {self.epochs} epochs on the full "
-              f"training set: val acc {result['val_acc']:.4f}, test acc {result['test_acc']:.4f} ({result['seconds']:.0f} s)")
+        dataset = records[0]["budget"]["dataset"]
+        data = VisionDataModule(dataset=dataset, val_size=self.val_size, batch_size=self.batch_size, seed=self.seed, **env.evaluator.data_args)
+        self.result = select_by_full_training(records, self.top_k, data, self.epochs, self.seed, self.accelerator, self.precision)
+        for finalist in self.result["finalists"]:
+            print(f"finalist {finalist['search_rank']}: {finalist['config']} (search val acc {finalist['search_val_acc']:.4f}) trained {self.epochs} "
+                  f"epochs on the full training set: val acc {finalist['val_acc']:.4f}, test acc {finalist['test_acc']:.4f} ({finalist['seconds']:.0f} s)")
+        r = self.result
+        print(f"\nbest configuration {r['config']} (search rank {r['search_rank']} of {len(r['finalists'])} finalists, search val acc "
+              f"{r['search_val_acc']:.4f}, full val acc {r['val_acc']:.4f}): test acc {r['test_acc']:.4f}")
         writer = tensorboard(trainer)
         if writer is not None:
-            writer.add_scalar("search/best_test_acc", result["test_acc"], trainer.global_step)
+            writer.add_scalar("search/best_test_acc", r["test_acc"], trainer.global_step)
             writer.add_text("search/best_result", json.dumps(self.result), trainer.global_step)
         if trainer.log_dir:
             (Path(trainer.log_dir) / "best_result.json").write_text(json.dumps(self.result, indent=1) + "\n")

@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 
 from datamodules.vision import VisionDataModule
-from modules.cnn_classifier import CNNClassifier, train_classifier
+from modules.cnn_classifier import CNNClassifier, network_identity, train_classifier
 from modules.errors import ConfigError, require
 
 ENV_ID = "gapbridge/CNNSearch-v0"
@@ -214,6 +214,54 @@ class EvaluationCache:
 def ranked(records: list[dict]) -> list[dict]:
     """Evaluation records best first (ties: the earlier evaluation first)."""
     return sorted(records, key=lambda r: (-r["val_acc"], r["evaluated_at"]))
+
+
+def finalists(records: list[dict], k: int) -> list[dict]:
+    """The ``k`` best evaluation records that build different networks (:func:`network_identity`), best first."""
+    chosen, seen = [], set()
+    for record in ranked(records):
+        identity = json.dumps(network_identity(record["config"]), sort_keys=True)
+        if identity not in seen:
+            seen.add(identity)
+            chosen.append(record)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def select_by_full_training(
+    records: list[dict],
+    k: int,
+    datamodule: VisionDataModule,
+    epochs: int,
+    seed: int = 0,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
+    trained: dict[str, dict] | None = None,
+) -> dict:
+    """The search's answer: its :func:`finalists` trained on ``datamodule`` (the full training set), the best on its validation split.
+
+    The search's small budget ranks configurations only loosely (``k = 1`` takes its best at face
+    value); training the ``k`` best fully and keeping the one with the highest validation accuracy
+    (ties: the better search rank) corrects that, at ``k`` full trainings. Every finalist is also
+    tested, so its test accuracy can be reported beside the chosen one's; the test set plays no part
+    in the choice. ``trained`` memoises full results by configuration across calls (the runs are
+    deterministic), for benchmarks that select for several searches over one budget.
+
+    Returns the chosen configuration's ``config``, ``search_val_acc``, ``search_rank`` (1 = the
+    search's best), ``val_acc``, ``test_acc``, ``seconds``, ``epochs`` and ``finalists`` (the same
+    fields for each, best search rank first).
+    """
+    require(k >= 1, f"the number of finalists to train fully must be >= 1, got {k}")
+    trained = {} if trained is None else trained
+    results = []
+    for rank, record in enumerate(finalists(records, k), start=1):
+        key = json.dumps(record["config"], sort_keys=True)
+        if key not in trained:
+            trained[key] = train_classifier(record["config"], datamodule, epochs, seed, accelerator, precision, test=True)
+        results.append({"config": record["config"], "search_val_acc": record["val_acc"], "search_rank": rank, **trained[key]})
+    chosen = max(results, key=lambda r: (r["val_acc"], -r["search_rank"]))
+    return {**chosen, "epochs": epochs, "finalists": results}
 
 
 class ConfigurationEvaluator:

@@ -142,6 +142,17 @@ class CNNClassifier(Classifier):
         return optimizer_cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
 
 
+def network_identity(config: dict) -> dict:
+    """The part of a ``CNNClassifier`` configuration that decides what is trained: ``dense_width`` goes when there are no dense layers.
+
+    Two configurations with the same identity build the same network and train it the same way, so
+    they reach the same accuracy (a search space lists such twins as distinct configurations).
+    """
+    if config.get("dense_layers", 1) == 0:
+        return {name: value for name, value in config.items() if name != "dense_width"}
+    return dict(config)
+
+
 @contextmanager
 def _quiet():
     """Silence the per-run banners ("GPU available ...") and dataloader hints of short nested runs."""

@@ -232,7 +232,7 @@ def tiny_search(tmp_path: Path, source: Path, epochs: int, *extra: str) -> list[
         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
         "--trainer.callbacks", json.dumps([
             {"class_path": "callbacks.search_log.SearchLog", "init_args": {"top_k": 3}},
-            {"class_path": "callbacks.search_log.TrainBestConfiguration", "init_args": {"epochs": 1, "val_size": 100, "batch_size": 64}},
+            {"class_path": "callbacks.search_log.TrainBestConfiguration", "init_args": {"epochs": 1, "top_k": 2, "val_size": 100, "batch_size": 64}},
         ]),
         "--model.init_args.hidden_sizes", "[16]",
         "--data.init_args.env_kwargs", json.dumps(env_kwargs),
@@ -258,13 +258,54 @@ def test_tiny_search_runs_end_to_end_through_the_cli_and_a_repeat_trains_nothing
     assert best == max(records, key=lambda r: r["val_acc"])["config"] and set(best) == set(TINY_SPACE)
     assert (log_dir / "top_k.md").read_text().count("\n| ") == min(3, len(records))
     result = json.loads((log_dir / "best_result.json").read_text())
-    assert result["config"] == best and 0.0 <= result["test_acc"] <= 1.0
+    # the two best distinct networks were trained fully; the answer is the one with the better full validation accuracy
+    assert [f["config"] for f in result["finalists"]] == [r["config"] for r in cnn_search.finalists(records, 2)]
+    assert result["finalists"][0]["config"] == best and len(result["finalists"]) == 2
+    assert result["val_acc"] == max(f["val_acc"] for f in result["finalists"]) and 0.0 <= result["test_acc"] <= 1.0
     assert "val/return" in run.trainer.callback_metrics
 
     # the same search again (an interrupted one restarted) is answered from the cache alone
     monkeypatch.setattr(cnn_search, "train_classifier", fail_if_trained)
     cli.main(tiny_search(tmp_path, fake_fashion, 2, "--trainer.callbacks", '[{"class_path": "callbacks.search_log.SearchLog"}]'))
     assert len(EvaluationCache(tmp_path / "cache").records(Budget(train_subset=64, val_size=64, batch_size=32))) == len(records)
+
+
+def scripted_records(val_accs: list[float], **config_changes) -> list[dict]:
+    base = {name: values[0] for name, values in TINY_SPACE.items()}
+    return [
+        {"config": {**base, "lr": lr, **config_changes}, "val_acc": acc, "evaluated_at": float(i)}
+        for i, (lr, acc) in enumerate(zip([1e-4, 1e-3, 1e-2, 1e-1], val_accs))
+    ]
+
+
+def test_finalists_are_the_best_distinct_networks():
+    records = scripted_records([0.5, 0.8, 0.7, 0.6], dense_layers=1)
+    assert [r["val_acc"] for r in cnn_search.finalists(records, 3)] == [0.8, 0.7, 0.6]
+    base = {**records[1]["config"], "dense_layers": 0}
+    twins = [{"config": {**base, "dense_width": w}, "val_acc": 0.9, "evaluated_at": 10.0 + w} for w in (8, 16)]  # one network
+    assert [r["config"] for r in cnn_search.finalists(records + twins, 2)] == [twins[0]["config"], records[1]["config"]]
+
+
+def test_full_training_chooses_the_finalist_with_the_best_full_validation_accuracy(monkeypatch):
+    records = scripted_records([0.5, 0.8, 0.7, 0.6])  # search order of lr: 1e-3, 1e-2, 1e-1
+    full = {1e-3: (0.85, 0.84), 1e-2: (0.90, 0.88), 1e-1: (0.87, 0.95)}  # lr -> (full val acc, test acc)
+    trained = []
+
+    def scripted_training(config, data, epochs, seed, accelerator, precision, test):
+        trained.append(config["lr"])
+        val, test_acc = full[config["lr"]]
+        return {"val_acc": val, "test_acc": test_acc, "seconds": 1.0}
+
+    monkeypatch.setattr(cnn_search, "train_classifier", scripted_training)
+    memo: dict = {}
+    chosen = cnn_search.select_by_full_training(records, 3, None, epochs=1, trained=memo)
+    # the search's second best wins on validation; the best test accuracy (the third) plays no part
+    assert chosen["config"]["lr"] == 1e-2 and chosen["search_rank"] == 2 and chosen["test_acc"] == 0.88
+    assert [f["config"]["lr"] for f in chosen["finalists"]] == [1e-3, 1e-2, 1e-1] == trained
+    assert cnn_search.select_by_full_training(records, 1, None, epochs=1, trained=memo)["config"]["lr"] == 1e-3  # top 1: the search's best
+    assert trained == [1e-3, 1e-2, 1e-1]  # the memo trained nothing twice
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        cnn_search.select_by_full_training(records, 0, None, epochs=1)
 
 
 def test_default_search_space_matches_the_config():

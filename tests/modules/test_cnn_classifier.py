@@ -7,7 +7,7 @@ import torch
 
 import cli
 from datamodules.vision import VisionDataModule
-from modules.cnn_classifier import CNNClassifier, train_classifier
+from modules.cnn_classifier import CNNClassifier, network_identity, train_classifier
 from modules.errors import ConfigError
 from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
 from tests.conftest import write_learnable_digits
@@ -31,6 +31,19 @@ def test_parameter_count_follows_the_configuration():
     # conv 1->4 (5x5): 104; 4*14*14=784 -> 16: 12560; 16 -> 16: 272; 16 -> 10: 170
     assert count_parameters(deep) == 104 + 12560 + 272 + 170
     assert deep(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("dense_layers", [0, 1])
+def test_configurations_with_one_identity_build_the_same_network(dense_layers):
+    config = dict(conv_layers=1, filters=4, kernel_size=3, dense_layers=dense_layers, dropout=0.0)
+    torch.manual_seed(0)
+    narrow = CNNClassifier(**config, dense_width=8)
+    torch.manual_seed(0)
+    wide = CNNClassifier(**config, dense_width=32)
+    images = torch.rand(5, 1, 28, 28)
+    same = count_parameters(narrow) == count_parameters(wide) and torch.equal(narrow(images), wide(images))
+    assert same == (dense_layers == 0)
+    assert (network_identity({**config, "dense_width": 8}) == network_identity({**config, "dense_width": 32})) == (dense_layers == 0)
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "elu"])
