@@ -28,6 +28,12 @@ def search_env(trainer: Trainer) -> CNNSearchEnv:
     return make_search_env(hparams["env_id"], hparams.get("env_kwargs"))
 
 
+def write_config(path: Path, config: dict, summary: str) -> None:
+    """``config`` as a YAML that stacks on ``configs/cnn_fashion.yaml``, headed by ``summary`` and the command that trains it."""
+    header = f"# {summary}\n# Train it fully: python cli.py fit --config configs/cnn_fashion.yaml --config {path}\n"
+    path.write_text(header + yaml.safe_dump({"model": {"init_args": config}}, sort_keys=False))
+
+
 def top_k_table(records: list[dict], k: int) -> str:
     """Markdown table of the ``k`` best configurations by validation accuracy."""
     if not records:
@@ -98,11 +104,8 @@ class SearchLog(Callback):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "top_k.md").write_text(top_k_table(records, self.top_k) + "\n")
         best = ranked(records)[0]
-        header = (
-            f"# Best of {len(records)} evaluated configurations: val acc {best['val_acc']:.4f} under budget {json.dumps(best['budget'])}.\n"
-            f"# Train it fully: python cli.py fit --config configs/cnn_fashion.yaml --config {directory / 'best_config.yaml'}\n"
-        )
-        (directory / "best_config.yaml").write_text(header + yaml.safe_dump({"model": {"init_args": best["config"]}}, sort_keys=False))
+        summary = f"Best of {len(records)} evaluated configurations: val acc {best['val_acc']:.4f} under budget {json.dumps(best['budget'])}."
+        write_config(directory / "best_config.yaml", best["config"], summary)
 
     @staticmethod
     def figure(val_acc: np.ndarray, best_so_far: np.ndarray):
@@ -124,7 +127,7 @@ class TrainBestConfiguration(Callback):
     is the search's answer (:func:`datamodules.cnn_search.select_by_full_training`; ``top_k: 1``
     takes the search's best as it is). Its test accuracy is printed, logged as
     ``search/best_test_acc`` and written with every finalist's to ``best_result.json`` in the run
-    directory.
+    directory; ``answer_config.yaml`` there stacks on ``configs/cnn_fashion.yaml`` as ``best_config.yaml`` does.
 
     Args:
         epochs: training epochs of each final run.
@@ -164,4 +167,8 @@ class TrainBestConfiguration(Callback):
             writer.add_scalar("search/best_test_acc", r["test_acc"], trainer.global_step)
             writer.add_text("search/best_result", json.dumps(self.result), trainer.global_step)
         if trainer.log_dir:
-            (Path(trainer.log_dir) / "best_result.json").write_text(json.dumps(self.result, indent=1) + "\n")
+            directory = Path(trainer.log_dir)
+            (directory / "best_result.json").write_text(json.dumps(self.result, indent=1) + "\n")
+            summary = (f"The search's answer: finalist {r['search_rank']} of {len(r['finalists'])}, val acc {r['val_acc']:.4f} after "
+                       f"{self.epochs} epochs on the full training set (search val acc {r['search_val_acc']:.4f}).")
+            write_config(directory / "answer_config.yaml", r["config"], summary)

@@ -262,6 +262,7 @@ def test_tiny_search_runs_end_to_end_through_the_cli_and_a_repeat_trains_nothing
     assert [f["config"] for f in result["finalists"]] == [r["config"] for r in cnn_search.finalists(records, 2)]
     assert result["finalists"][0]["config"] == best and len(result["finalists"]) == 2
     assert result["val_acc"] == max(f["val_acc"] for f in result["finalists"]) and 0.0 <= result["test_acc"] <= 1.0
+    assert yaml.safe_load((log_dir / "answer_config.yaml").read_text())["model"]["init_args"] == result["config"]
     assert "val/return" in run.trainer.callback_metrics
 
     # the same search again (an interrupted one restarted) is answered from the cache alone
