@@ -58,6 +58,14 @@ def train(model: SharedDepthNetwork, data, epochs: int | None = None, minutes: f
 
 
 @torch.no_grad()
+def step_accuracies(model: SharedDepthNetwork, inputs: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Accuracy in % of the readout at every step 1..N, every image running every step (what the policy chooses among)."""
+    model.eval()
+    predicted = torch.cat([model.trace(x).step_logits.argmax(-1) for x in inputs.split(1000)], dim=1)  # [N, B]
+    return [round(100 * (p == labels).float().mean().item(), 2) for p in predicted]
+
+
+@torch.no_grad()
 def evaluate(model: SharedDepthNetwork, inputs: torch.Tensor, labels: torch.Tensor, mode: str = "threshold") -> tuple[float, float, torch.Tensor]:
     """(accuracy in %, mean halting step, halting steps [N]) with early exit."""
     model.eval()
@@ -93,7 +101,8 @@ def test_inputs(data) -> tuple[torch.Tensor, torch.Tensor]:
 def fashion_reinforce(args, step_cost: float) -> dict:
     """The REINFORCE halting options of every Fashion-MNIST run (accuracy against depth, and the speed part)."""
     return dict(depth_controller="reinforce", step_cost=step_cost, reward="correct", max_steps=args.max_steps,
-                uniform_step_mix=args.uniform_step_mix, cost_warmup_steps=200, detach_halting_input=args.detach_halting_input)
+                uniform_step_mix=args.uniform_step_mix, cost_warmup_steps=200, detach_halting_input=args.detach_halting_input,
+                halting_reads_answer=args.halting_reads_answer)
 
 
 def part_fashion(args, seed: int, trained: dict) -> list[dict]:
@@ -110,6 +119,7 @@ def part_fashion(args, seed: int, trained: dict) -> list[dict]:
         row = dict(part="fashion", seed=seed, run=name, acc=accuracy, steps=steps, train_s=seconds)
         if options["depth_controller"] == "reinforce":
             row["acc_sampled"], row["steps_sampled"], _ = evaluate(model, inputs, labels, "sample")
+            row["step_acc"] = step_accuracies(model, inputs, labels)
             trained.setdefault("fashion_reinforce", model)
         rows.append(row)
         print(row, flush=True)
@@ -216,6 +226,8 @@ def main() -> None:
     parser.add_argument("--uniform_step_mix", type=float, default=0.2, help="Fashion-MNIST REINFORCE runs (0.5: the session-5 runs)")
     parser.add_argument("--detach_halting_input", action=argparse.BooleanOptionalAction, default=False,
                         help="Fashion-MNIST REINFORCE runs: the halting policy reads the detached state")
+    parser.add_argument("--halting_reads_answer", action=argparse.BooleanOptionalAction, default=False,
+                        help="Fashion-MNIST REINFORCE runs: the halting policy also reads the readout's confidence at the step")
     parser.add_argument("--gradient_clip_val", type=float, default=1.0, help="every run's gradient-norm clip (0: none)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval_batch", type=int, default=1000)

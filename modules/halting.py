@@ -156,19 +156,35 @@ class Readout(nn.Module):
 
 
 class HaltingPolicy(nn.Module):
-    """The halting logit ``l_n = w . state_features(s_n) + b`` at every step; ``lambda_n = sigmoid(l_n)``.
+    """The halting logit ``l_n = w . phi(s_n) + b`` at every step; ``lambda_n = sigmoid(l_n)``.
 
-    The bias starts at ``bias_init`` (negative: continue at first), the usual guard against the early
-    collapse to one or two steps.
+    ``phi(s_n)`` is ``state_features(s_n)``; with ``reads_answer`` it also holds the confidence of the
+    answer the readout would give at that step, ``max_k p_k`` and the entropy ``-sum_k p_k log p_k / log K``
+    of ``p = softmax(readout(s_n))`` (detached: the halting objective does not train the readout). "Halt
+    once the answer is sure" is then one weight, where from the pooled state alone a linear policy cannot
+    form a softmax's maximum. The bias starts at ``bias_init`` (negative: continue at first), the usual
+    guard against the early collapse to one or two steps.
     """
 
-    def __init__(self, state_dim: int, bias_init: float = -2.0) -> None:
+    def __init__(self, state_dim: int, bias_init: float = -2.0, reads_answer: bool = False) -> None:
         super().__init__()
-        self.linear = nn.Linear(state_dim, 1)
+        self.reads_answer = reads_answer
+        self.linear = nn.Linear(state_dim + (2 if reads_answer else 0), 1)
         nn.init.constant_(self.linear.bias, bias_init)
 
-    def forward(self, state: Tensor) -> Tensor:
-        return self.linear(state_features(state)).squeeze(-1).float()
+    def forward(self, state: Tensor, logits: Tensor | None = None) -> Tensor:
+        features = state_features(state)
+        if self.reads_answer:
+            require(logits is not None, "HaltingPolicy(reads_answer=True) needs the readout's logits at the step")
+            features = torch.cat([features, answer_confidence(logits).to(features.dtype)], dim=-1)
+        return self.linear(features).squeeze(-1).float()
+
+
+def answer_confidence(logits: Tensor) -> Tensor:
+    """``[max_k p_k, H(p) / log K]`` [B, 2] of ``p = softmax(logits)``, detached."""
+    log_p = logits.detach().float().log_softmax(-1)
+    entropy = -(log_p.exp() * log_p).sum(-1) / math.log(logits.shape[-1])
+    return torch.stack([log_p.max(-1).values.exp(), entropy], dim=-1)
 
 
 # --- depth controllers -----------------------------------------------------------------------------

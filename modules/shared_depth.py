@@ -92,6 +92,9 @@ class SharedDepthNetwork(Classifier):
             1: every step trained alike, whatever the policy uses). On Fashion-MNIST 0.2 beat 0.5: the
             steps the policy answers at get most of the training (README, issue 6).
         halt_bias_init: initial bias of the halting logit (negative: start by continuing).
+        halting_reads_answer: the halting policy also reads how sure the readout's answer at the step is (top
+            class probability and normalised entropy, detached), not only the pooled state; see
+            :class:`modules.halting.HaltingPolicy`.
         detach_halting_input: the halting policy reads ``sg(s_n)``, so the controller's own gradient
             (REINFORCE's score-function term, ACT's ponder cost, PonderNet's KL) trains the policy alone
             and the block, stem and readout learn from the task loss only.
@@ -135,6 +138,7 @@ class SharedDepthNetwork(Classifier):
         halt_prob_max: float = 0.98,
         uniform_step_mix: float = 0.5,
         halt_bias_init: float = -2.0,
+        halting_reads_answer: bool = False,
         detach_halting_input: bool = False,
         cost_warmup_steps: int = 0,
         act_tau: float = 0.01,
@@ -172,7 +176,7 @@ class SharedDepthNetwork(Classifier):
         self.embedding = Embedding(tuple(input_shape), state_dim, conv_stem=block == "conv")
         self.blocks = StepBlocks(block, state_dim, hidden_dim, steps, tied)
         self.readout = Readout(state_dim, num_classes, readout_norm)
-        self.halting_policy = HaltingPolicy(state_dim, halt_bias_init) if self.controller.uses_policy else None
+        self.halting_policy = HaltingPolicy(state_dim, halt_bias_init, halting_reads_answer) if self.controller.uses_policy else None
         other = "sample" if eval_halting == "threshold" else "threshold"  # the rule logged beside eval_halting's
         for stage in ("val", "test"):
             setattr(self, f"{stage}_acc_{other}", MulticlassAccuracy(num_classes, average="micro"))
@@ -202,10 +206,11 @@ class SharedDepthNetwork(Classifier):
 
     # --- the network ----------------------------------------------------------------------------
 
-    def _halt_logit(self, state: Tensor) -> Tensor:
+    def _halt_logit(self, state: Tensor, logits: Tensor) -> Tensor:
+        """``l_n`` [B] from the state ``s_n`` and the readout's ``logits`` at the same step."""
         if self.halting_policy is None:
             return state.new_zeros(len(state), dtype=torch.float32)
-        return self.halting_policy(state.detach() if self.hparams.detach_halting_input else state)
+        return self.halting_policy(state.detach() if self.hparams.detach_halting_input else state, logits)
 
     def trace(self, inputs: Tensor, steps: int | None = None) -> Trace:
         """Run all ``steps`` steps on every sample, keeping each state, readout and halting logit."""
@@ -217,7 +222,7 @@ class SharedDepthNetwork(Classifier):
             state = self.blocks(step, state, context)
             states.append(state)
             step_logits.append(self.readout(state))
-            halt_logits.append(self._halt_logit(state))
+            halt_logits.append(self._halt_logit(state, step_logits[-1]))
         return Trace(torch.stack(states), torch.stack(step_logits), torch.stack(halt_logits))
 
     def _uniforms(self, batch: int, mode: HaltingMode, device, generator: torch.Generator | None) -> Tensor:
@@ -239,8 +244,9 @@ class SharedDepthNetwork(Classifier):
         active = torch.arange(batch, device=inputs.device)  # indices of the samples still computing
         for step in range(1, self.max_steps + 1):
             state = self.blocks(step, state, context)
-            decision = self.controller.decide(step, self._halt_logit(state), carry, uniforms[step - 1, active], self.max_steps)
-            logits.index_add_(0, active, decision.weight[:, None] * self.readout(state).float())
+            step_logits = self.readout(state)
+            decision = self.controller.decide(step, self._halt_logit(state, step_logits), carry, uniforms[step - 1, active], self.max_steps)
+            logits.index_add_(0, active, decision.weight[:, None] * step_logits.float())
             steps[active[decision.halt]] = step
             going = ~decision.halt
             if not going.any():

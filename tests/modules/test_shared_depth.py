@@ -11,7 +11,14 @@ from cli import main
 from datamodules.synthetic import ParityDataModule, ToyDataModule
 from datamodules.vision import VisionDataModule
 from modules.errors import ConfigError
-from modules.halting import AdaptiveComputationTime, PonderNetHalting, Readout, ReinforceHalting, halting_distribution
+from modules.halting import (
+    AdaptiveComputationTime,
+    PonderNetHalting,
+    Readout,
+    ReinforceHalting,
+    answer_confidence,
+    halting_distribution,
+)
 from modules.policy_gradient import ScoreFunctionEstimator
 from modules.shared_depth import SharedDepthNetwork
 from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
@@ -139,14 +146,18 @@ def test_reinforce_halting_probabilities_stay_within_their_bounds():
 
 @pytest.mark.parametrize("controller", CONTROLLERS)
 @pytest.mark.parametrize("mode", ["threshold", "sample"])
-def test_early_exit_answers_like_running_every_step_and_selecting_the_halt_step(controller, mode):
+@pytest.mark.parametrize("reads_answer", [False, True])
+def test_early_exit_answers_like_running_every_step_and_selecting_the_halt_step(controller, mode, reads_answer):
     torch.manual_seed(1)
-    model = small_network(depth_controller=controller, max_steps=6, num_classes=3).eval()
+    model = small_network(depth_controller=controller, max_steps=6, num_classes=3, halting_reads_answer=reads_answer).eval()
     with torch.no_grad():
         if model.halting_policy is not None:  # spread the halting steps (ACT sums its units: start them small)
             model.halting_policy.linear.weight.mul_(4.0)
             model.halting_policy.linear.bias.fill_(-1.5 if controller == "act" else 0.0)
         inputs = torch.randn(64, 6)
+        if reads_answer and model.halting_policy is not None:  # the confidence inputs count; centre the logits so the halting steps still spread
+            model.halting_policy.linear.weight[0, -2:] = torch.tensor([4.0, -4.0])
+            model.halting_policy.linear.bias -= model.trace(inputs).halt_logits.median() + (1.5 if controller == "act" else 0.0)
         uniforms = model._uniforms(64, mode, "cpu", torch.Generator().manual_seed(0))
         early, full = model.infer(inputs, uniforms=uniforms), model.infer_all_steps(inputs, uniforms=uniforms)
     assert torch.equal(early.steps, full.steps)
@@ -165,6 +176,21 @@ def test_early_exit_runs_the_block_only_on_samples_still_computing():
         result = model.infer(torch.randn(200, 6))
     assert sum(rows) == result.steps.sum().item() < 200 * 6
     assert rows == sorted(rows, reverse=True)
+
+
+def test_answer_confidence_is_the_top_probability_and_normalised_entropy():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [math.log(3.0), 0.0, 0.0, 0.0], [1e4, 0.0, 0.0, 0.0]])
+    p = torch.tensor([0.5, 1 / 6, 1 / 6, 1 / 6])  # softmax of the second row
+    expected = torch.tensor([[0.25, 1.0], [0.5, -(p * p.log()).sum().item() / math.log(4)], [1.0, 0.0]])
+    assert torch.allclose(answer_confidence(logits), expected, atol=1e-6)
+
+
+def test_halting_policy_that_reads_the_answer_uses_it_but_does_not_train_the_readout():
+    model = small_network(halting_reads_answer=True, num_classes=3)
+    assert model.halting_policy.linear.in_features == 16 + 2
+    model.trace(torch.randn(4, 6)).halt_logits.sum().backward()
+    assert model.halting_policy.linear.weight.grad[0, -2:].abs().sum() > 0  # the confidence inputs are used
+    assert all(p.grad is None for p in model.readout.parameters())  # and detached from the readout
 
 
 # --- configuration ----------------------------------------------------------------------------------
