@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--detach_halting_input", action=argparse.BooleanOptionalAction, default=False,
                         help="Fashion-MNIST REINFORCE runs: the halting policy reads the detached state")
     parser.add_argument("--halting_reads_answer", action=argparse.BooleanOptionalAction, default=False,
-                        help="Fashion-MNIST REINFORCE runs: the halting policy also reads the readout's confidence at the step")
+                        help="Fashion-MNIST REINFORCE runs: the halting policy also reads how sure the readout is at the step (log-odds, margin)")
     parser.add_argument("--gradient_clip_val", type=float, default=1.0, help="every run's gradient-norm clip (0: none)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval_batch", type=int, default=1000)

@@ -158,12 +158,11 @@ class Readout(nn.Module):
 class HaltingPolicy(nn.Module):
     """The halting logit ``l_n = w . phi(s_n) + b`` at every step; ``lambda_n = sigmoid(l_n)``.
 
-    ``phi(s_n)`` is ``state_features(s_n)``; with ``reads_answer`` it also holds the confidence of the
-    answer the readout would give at that step, ``max_k p_k`` and the entropy ``-sum_k p_k log p_k / log K``
-    of ``p = softmax(readout(s_n))`` (detached: the halting objective does not train the readout). "Halt
-    once the answer is sure" is then one weight, where from the pooled state alone a linear policy cannot
-    form a softmax's maximum. The bias starts at ``bias_init`` (negative: continue at first), the usual
-    guard against the early collapse to one or two steps.
+    ``phi(s_n)`` is ``state_features(s_n)``; with ``reads_answer`` it also holds how sure the answer the
+    readout would give at that step is (:func:`answer_confidence`, detached: the halting objective does not
+    train the readout). "Halt once the answer is sure" is then one weight, where from the pooled state
+    alone a linear policy cannot form a softmax's maximum. The bias starts at ``bias_init`` (negative:
+    continue at first), the usual guard against the early collapse to one or two steps.
     """
 
     def __init__(self, state_dim: int, bias_init: float = -2.0, reads_answer: bool = False) -> None:
@@ -180,11 +179,19 @@ class HaltingPolicy(nn.Module):
         return self.linear(features).squeeze(-1).float()
 
 
-def answer_confidence(logits: Tensor) -> Tensor:
-    """``[max_k p_k, H(p) / log K]`` [B, 2] of ``p = softmax(logits)``, detached."""
+def answer_confidence(logits: Tensor, bound: float = 10.0) -> Tensor:
+    """``[log p_1 - log(1 - p_1), log p_1 - log p_2]`` [B, 2], detached, each clipped to ``[-bound, bound]``.
+
+    ``p_1 >= p_2`` are the two largest probabilities of ``softmax(logits)``: the log-odds that the answer
+    is the top class, and its margin over the runner-up. Log-odds rather than probabilities: a sure
+    answer and a coin flip then differ by several units, so a halting policy trained for a few thousand
+    Adam steps can put a sharp threshold between them (on ``p_1`` itself the weight would have to grow
+    to tens).
+    """
     log_p = logits.detach().float().log_softmax(-1)
-    entropy = -(log_p.exp() * log_p).sum(-1) / math.log(logits.shape[-1])
-    return torch.stack([log_p.max(-1).values.exp(), entropy], dim=-1)
+    top = log_p.topk(2, dim=-1).values
+    rest = log_p.scatter(-1, log_p.argmax(-1, keepdim=True), float("-inf")).logsumexp(-1)  # log(1 - p_1)
+    return torch.stack([top[:, 0] - rest, top[:, 0] - top[:, 1]], dim=-1).clamp(-bound, bound)
 
 
 # --- depth controllers -----------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def test_early_exit_answers_like_running_every_step_and_selecting_the_halt_step(
             model.halting_policy.linear.bias.fill_(-1.5 if controller == "act" else 0.0)
         inputs = torch.randn(64, 6)
         if reads_answer and model.halting_policy is not None:  # the confidence inputs count; centre the logits so the halting steps still spread
-            model.halting_policy.linear.weight[0, -2:] = torch.tensor([4.0, -4.0])
+            model.halting_policy.linear.weight[0, -2:] = torch.tensor([2.0, 1.0])
             model.halting_policy.linear.bias -= model.trace(inputs).halt_logits.median() + (1.5 if controller == "act" else 0.0)
         uniforms = model._uniforms(64, mode, "cpu", torch.Generator().manual_seed(0))
         early, full = model.infer(inputs, uniforms=uniforms), model.infer_all_steps(inputs, uniforms=uniforms)
@@ -178,11 +178,12 @@ def test_early_exit_runs_the_block_only_on_samples_still_computing():
     assert rows == sorted(rows, reverse=True)
 
 
-def test_answer_confidence_is_the_top_probability_and_normalised_entropy():
-    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [math.log(3.0), 0.0, 0.0, 0.0], [1e4, 0.0, 0.0, 0.0]])
-    p = torch.tensor([0.5, 1 / 6, 1 / 6, 1 / 6])  # softmax of the second row
-    expected = torch.tensor([[0.25, 1.0], [0.5, -(p * p.log()).sum().item() / math.log(4)], [1.0, 0.0]])
-    assert torch.allclose(answer_confidence(logits), expected, atol=1e-6)
+def test_answer_confidence_is_the_top_class_log_odds_and_margin():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [math.log(3.0), 0.0, 0.0, 0.0], [1e4, 0.0, 0.0, 0.0], [2.0, 1.0, 0.0, 0.0]])
+    p = torch.tensor([2.0, 1.0, 0.0, 0.0]).softmax(-1)
+    expected = torch.tensor([[-math.log(3.0), 0.0], [0.0, math.log(3.0)], [10.0, 10.0],
+                             [math.log(p[0] / (1 - p[0])), 1.0]])
+    assert torch.allclose(answer_confidence(logits), expected, atol=1e-5)
 
 
 def test_halting_policy_that_reads_the_answer_uses_it_but_does_not_train_the_readout():
