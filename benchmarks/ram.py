@@ -178,7 +178,8 @@ def where_it_looks(model: RecurrentAttentionModel, data: VisionDataModule) -> di
     test accuracy when the chosen glimpses are put on the object instead, each at its centre plus Gaussian
     noise of the policy's std (seeded; T - 1 looks at exactly one point would see one view ``T - 1`` times):
     what a policy that finds the object would give this "what"; ``centre_distance``: the same distance
-    for ``l_0``, the canvas centre.
+    for ``l_0``, the canvas centre; ``border``: the share of chosen glimpses with a coordinate at
+    ``|l| >= 0.95`` (a ``tanh`` mean pinned at the canvas edge, where its gradient vanishes).
     """
     if data.test_offsets is None:
         return None
@@ -187,16 +188,18 @@ def where_it_looks(model: RecurrentAttentionModel, data: VisionDataModule) -> di
     top, left = (data.test_offsets.float() + 14).unbind(1)
     centres = torch.stack([left / half - 1, top / half - 1], dim=1)  # (x, y) in [-1, 1]
     generator = torch.Generator().manual_seed(0)
-    distance = correct = seen = 0.0
+    distance = correct = seen = border = 0.0
     for images, labels in data.test_dataloader():
         centre = centres[int(seen) : int(seen) + len(images)]
         rollout = model.rollout(images, greedy=True)
         distance += (rollout.locations[1:] - centre).norm(dim=-1).mean(0).sum().item()
+        border += (rollout.locations[1:].abs() >= 0.95).any(-1).float().mean(0).sum().item()
         noise = torch.randn(rollout.locations[1:].shape, generator=generator) * model.hparams.location_std
         looks = (centre + noise).clamp(-1.0, 1.0)
         correct += (model.rollout(images, looks=looks).logits.argmax(-1) == labels).sum().item()
         seen += len(images)
-    return dict(distance=distance / seen, on_object=correct / seen, centre_distance=centres.norm(dim=-1).mean().item())
+    return dict(distance=distance / seen, on_object=correct / seen, border=border / seen,
+                centre_distance=centres.norm(dim=-1).mean().item())
 
 
 def train(task: str, policy: str, epochs: int, data: VisionDataModule, **options) -> dict:
@@ -218,17 +221,17 @@ def compare_training(task: str, epochs: int, policies: list[str], dataset: str, 
     data.setup("test")
     print(f"{dataset} {task}, {TASKS[task]['model']}, {options}, {epochs} epochs, batch 128, Adam, seed 0")
     results = {policy: train(task, policy, epochs, data, **options) for policy in policies}
-    print(f"\n{'policy':<10}{'s/epoch':>9}{'train s':>9}{'greedy':>9}{'M=1':>9}{'M=10':>9}{'distance':>10}{'on object':>11}")
+    print(f"\n{'policy':<10}{'s/epoch':>9}{'train s':>9}{'greedy':>9}{'M=1':>9}{'M=10':>9}{'distance':>10}{'on object':>11}{'border':>8}")
     for policy, result in results.items():
         curve, tested, where = result["curve"], result["tested"], result["where"]
         print(f"{policy:<10}{statistics.median(curve.epoch_seconds):>9.1f}{curve.training_seconds:>9.0f}"
               f"{tested['test/acc']:>9.4f}{tested['test/acc_mc1']:>9.4f}{tested['test/acc_mc10']:>9.4f}"
-              + (f"{where['distance']:>10.3f}{where['on_object']:>11.4f}" if where else ""))
+              + (f"{where['distance']:>10.3f}{where['on_object']:>11.4f}{where['border']:>8.3f}" if where else ""))
     where = next(iter(results.values()))["where"]
     if where:
         print(f"distance: mean distance of the greedy glimpses l_1..l_T-1 to the object's centre (1 = half the canvas; "
               f"l_0, the canvas centre: {where['centre_distance']:.3f}); on object: greedy accuracy with those glimpses "
-              "put on the object's centre plus noise of the policy's std")
+              "put on the object's centre plus noise of the policy's std; border: share of greedy glimpses with |x| or |y| >= 0.95")
     print("\ngreedy test accuracy against training wall-clock (s):")
     for policy, result in results.items():
         print(f"  {policy}: " + ", ".join(f"{s:.0f}s {a:.4f}" for _, s, a in result["curve"].curve))
