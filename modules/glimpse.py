@@ -170,12 +170,17 @@ class LocationPolicy(nn.Module):
     The mean is bounded to ``[-1, 1]`` by ``tanh``; ``std`` is fixed (the paper) or learned (one log-std
     per coordinate, independent of the state). With ``detach_state`` (default) the policy reads a
     detached ``h_t``, so its REINFORCE gradient trains the location network alone and never disturbs
-    the core and glimpse networks, which the classification loss trains.
+    the core and glimpse networks, which the classification loss trains. ``normalize_input`` reads
+    ``LayerNorm(h_t)`` instead: the rectifier core's state grows as the classifier sharpens, and with it
+    the ``tanh``'s input, which pins the mean at the canvas edge, where its slope, and so REINFORCE's
+    gradient, nearly vanishes; on the normalised state the mean depends on the state's direction only.
     """
 
-    def __init__(self, hidden_size: int = 256, std: float = 0.1, learn_std: bool = False, detach_state: bool = True) -> None:
+    def __init__(self, hidden_size: int = 256, std: float = 0.1, learn_std: bool = False, detach_state: bool = True,
+                 normalize_input: bool = False) -> None:
         super().__init__()
         require(std > 0, f"--model.init_args.location_std must be > 0, got {std}")
+        self.norm = nn.LayerNorm(hidden_size) if normalize_input else nn.Identity()
         self.mean_head = nn.Linear(hidden_size, 2)
         self.detach_state = detach_state
         log_std = torch.full((2,), float(torch.tensor(std).log()))
@@ -188,7 +193,7 @@ class LocationPolicy(nn.Module):
         """The location distribution for each state: ``Normal`` with batch shape [B, 2], float32."""
         if self.detach_state:
             hidden = hidden.detach()
-        mean = torch.tanh(self.mean_head(hidden).float())
+        mean = torch.tanh(self.mean_head(self.norm(hidden)).float())
         return Normal(mean, self.log_std.float().exp().expand_as(mean))
 
 

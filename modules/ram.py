@@ -63,6 +63,8 @@ class RecurrentAttentionModel(Classifier):
         location_std: the policy's standard deviation (initial value when ``learn_std``), in units of half the image.
         learn_std: learn one log-std per coordinate (by REINFORCE) instead of keeping it fixed.
         policy_detach_state: the policy and baseline read a detached ``h_t`` (REINFORCE trains the location network only).
+        policy_input_norm: the location network reads ``LayerNorm(h_t)``, so the growing scale of the core's
+            state cannot pin the ``tanh`` mean at the canvas edge (see :class:`modules.glimpse.LocationPolicy`).
         first_location: ``center`` (``l_0 = (0, 0)``) or ``random`` (uniform ``l_0``).
         baseline: control variate of the estimator: ``learned`` (per-step ``b_t = Linear(h_t)``),
             ``moving_average`` or ``none`` (ablation).
@@ -91,6 +93,7 @@ class RecurrentAttentionModel(Classifier):
         location_std: float = 0.1,
         learn_std: bool = False,
         policy_detach_state: bool = True,
+        policy_input_norm: bool = False,
         first_location: Literal["center", "random"] = "center",
         baseline: RAMBaseline = "learned",
         reinforce_weight: float = 1.0,
@@ -117,7 +120,7 @@ class RecurrentAttentionModel(Classifier):
         self.classifier = nn.Linear(hidden_size, num_classes)  # the action network f_a
         learned = location_policy == "learned"
         # modules that would get no gradient are not built at all (DDP needs every parameter used)
-        self.location_policy = LocationPolicy(hidden_size, location_std, learn_std, policy_detach_state) if learned else None
+        self.location_policy = LocationPolicy(hidden_size, location_std, learn_std, policy_detach_state, policy_input_norm) if learned else None
         self.baseline_net = BaselineNetwork(hidden_size) if learned and baseline == "learned" else None
         self.estimator = ScoreFunctionEstimator(baseline=baseline) if learned else None
         # accuracy of the class probabilities averaged over m sampled rollouts, one metric per stage and m

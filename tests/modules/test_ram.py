@@ -9,6 +9,7 @@ from cli import main
 from datamodules.synthetic import ParityDataModule
 from datamodules.vision import VisionDataModule
 from modules.errors import ConfigError
+from modules.glimpse import LocationPolicy
 from modules.ram import RecurrentAttentionModel
 from tests.cli_runs import assert_resumed_run_matches_straight_run, fit_on_two_cpu_processes
 from tests.trainers import quiet_trainer
@@ -59,6 +60,17 @@ def test_reinforce_reaches_the_location_network_only_unless_told_otherwise(core)
     assert not is_zero([model.location_policy.mean_head.weight.grad, model.location_policy.log_std.grad])
     coupled = small_model(core=core, policy_detach_state=False)  # the paper's all-parameter gradient
     assert not is_zero(gradients(coupled, "reinforce", coupled.core))
+
+
+def test_normalised_policy_input_makes_the_mean_independent_of_the_state_scale():
+    torch.manual_seed(0)
+    hidden = torch.relu(torch.randn(8, 32))
+    plain, normalised = LocationPolicy(32, 0.1), LocationPolicy(32, 0.1, normalize_input=True)
+    assert torch.allclose(normalised(10.0 * hidden).mean, normalised(hidden).mean, atol=1e-4)
+    assert not torch.allclose(plain(10.0 * hidden).mean, plain(hidden).mean, atol=1e-2)
+    model = small_model(policy_input_norm=True)
+    assert isinstance(model.location_policy.norm, torch.nn.LayerNorm)
+    assert is_zero(gradients(model, "reinforce", model.core))  # still the location network alone
 
 
 def test_baseline_regression_trains_the_baseline_alone():
