@@ -81,7 +81,8 @@ class DepthPictures(Callback):
     def trajectories(self, pl_module: LightningModule, inputs: Tensor, labels: Tensor) -> plt.Figure:
         trace = pl_module.trace(inputs.to(pl_module.device))
         halt_steps = pl_module.infer(inputs.to(pl_module.device), "threshold").steps.cpu()
-        points = project_to_plane(state_features(trace.states.float()).cpu())  # [N + 1, B, 2]
+        # feature maps [N + 1, B, C, H, W] are pooled step by step, like the readout and the halting policy see them
+        points = project_to_plane(torch.stack([state_features(s.float()) for s in trace.states]).cpu())  # [N + 1, B, 2]
         figure, ax = plt.subplots(figsize=(6, 5.5))
         colours = plt.get_cmap("tab10")
         for i in range(points.shape[1]):
@@ -94,8 +95,9 @@ class DepthPictures(Callback):
             ax.scatter(path[0, 0], path[0, 1], color=colour, s=6)
             ax.scatter(path[-1, 0], path[-1, 1], color=colour, marker="x", s=18)
         ax.set_title(f"states s_0 -> s_T (x: halt), mean T = {halt_steps.float().mean():.2f}")
-        ax.set_xlabel("state 1" if trace.states.shape[-1] == 2 else "PC 1")
-        ax.set_ylabel("state 2" if trace.states.shape[-1] == 2 else "PC 2")
+        raw = trace.states.dim() == 3 and trace.states.shape[-1] == 2  # a 2-unit vector state is drawn as it is
+        ax.set_xlabel("state 1" if raw else "PC 1")
+        ax.set_ylabel("state 2" if raw else "PC 2")
         figure.tight_layout()
         return figure
 

@@ -38,3 +38,16 @@ def test_every_picture_is_drawn_for_parity_and_the_input_plane():
         halting = pictures.halting_map(toy, torch.randn(30, 2), torch.randint(0, 2, (30,)))
         assert halting.axes[0].images[0].get_array().shape == (10, 10)
     plt.close("all")
+
+
+def test_trajectories_of_a_conv_network_pool_its_feature_maps():
+    # the Fashion-MNIST configs: states are [C, H, W] maps; the picture pools them as the readout does
+    model = SharedDepthNetwork(num_classes=10, input_shape=(1, 28, 28), block="conv", state_dim=8, max_steps=3,
+                               depth_controller="fixed").eval()
+    images, labels = torch.randn(12, 1, 28, 28), torch.arange(12) % 10
+    with torch.no_grad():
+        figure = DepthPictures(num_points=12).trajectories(model, images, labels)
+    paths = figure.axes[0].lines
+    assert len(paths) == 12 and all(len(line.get_xdata()) == 4 for line in paths)  # s_0 .. s_3 for each image
+    assert figure.axes[0].get_xlabel() == "PC 1"
+    plt.close("all")
