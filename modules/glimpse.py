@@ -171,9 +171,10 @@ class LocationPolicy(nn.Module):
     per coordinate, independent of the state). With ``detach_state`` (default) the policy reads a
     detached ``h_t``, so its REINFORCE gradient trains the location network alone and never disturbs
     the core and glimpse networks, which the classification loss trains. ``normalize_input`` reads
-    ``LayerNorm(h_t)`` instead: the rectifier core's state grows as the classifier sharpens, and with it
-    the ``tanh``'s input, which pins the mean at the canvas edge, where its slope, and so REINFORCE's
-    gradient, nearly vanishes; on the normalised state the mean depends on the state's direction only.
+    ``LayerNorm(h_t)`` instead, so the mean depends on the state's direction only, not on its scale,
+    which grows as the classifier sharpens. It tests whether that growth is what pins learned glimpses at
+    the canvas edge; on cluttered 60x60 it is not: with it 96% of the greedy glimpses went to the edge,
+    against 30% without (README, issue 5).
     """
 
     def __init__(self, hidden_size: int = 256, std: float = 0.1, learn_std: bool = False, detach_state: bool = True,

@@ -63,8 +63,8 @@ class RecurrentAttentionModel(Classifier):
         location_std: the policy's standard deviation (initial value when ``learn_std``), in units of half the image.
         learn_std: learn one log-std per coordinate (by REINFORCE) instead of keeping it fixed.
         policy_detach_state: the policy and baseline read a detached ``h_t`` (REINFORCE trains the location network only).
-        policy_input_norm: the location network reads ``LayerNorm(h_t)``, so the growing scale of the core's
-            state cannot pin the ``tanh`` mean at the canvas edge (see :class:`modules.glimpse.LocationPolicy`).
+        policy_input_norm: the location network reads ``LayerNorm(h_t)``, independent of the core state's scale
+            (an ablation; see :class:`modules.glimpse.LocationPolicy`).
         first_location: ``center`` (``l_0 = (0, 0)``) or ``random`` (uniform ``l_0``).
         baseline: control variate of the estimator: ``learned`` (per-step ``b_t = Linear(h_t)``),
             ``moving_average`` or ``none`` (ablation).
