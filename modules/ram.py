@@ -31,7 +31,7 @@ from modules.glimpse import BaselineNetwork, CoreKind, CoreNetwork, GlimpseNetwo
 from modules.policy_gradient import ScoreFunctionEstimator
 from modules.step_logging import step_logs_due
 
-RAMBaseline = Literal["learned", "moving_average", "none"]
+RAMBaseline = Literal["learned", "moving_average", "leave_one_out", "none"]
 
 
 @dataclass
@@ -67,7 +67,10 @@ class RecurrentAttentionModel(Classifier):
             (an ablation; see :class:`modules.glimpse.LocationPolicy`).
         first_location: ``center`` (``l_0 = (0, 0)``) or ``random`` (uniform ``l_0``).
         baseline: control variate of the estimator: ``learned`` (per-step ``b_t = Linear(h_t)``),
-            ``moving_average`` or ``none`` (ablation).
+            ``moving_average``, ``leave_one_out`` (each rollout's baseline is the mean reward of the other
+            ``train_samples - 1`` rollouts of the same image; Kool et al. 2019) or ``none`` (ablation).
+        train_samples: rollouts per training image (the batch is repeated ``S`` times): ``S`` glimpse paths
+            for the same image, which ``leave_one_out`` needs (``>= 2``); a training step costs ``S`` times more.
         reinforce_weight: weight of the REINFORCE term (summed over the ``T - 1`` decisions) in the hybrid loss.
         baseline_coef: weight of the baseline's squared-error regression onto the reward.
         mc_samples: test-time Monte Carlo rollouts whose class probabilities are averaged; one accuracy each.
@@ -96,6 +99,7 @@ class RecurrentAttentionModel(Classifier):
         policy_input_norm: bool = False,
         first_location: Literal["center", "random"] = "center",
         baseline: RAMBaseline = "learned",
+        train_samples: int = 1,
         reinforce_weight: float = 1.0,
         baseline_coef: float = 1.0,
         mc_samples: tuple[int, ...] = (1, 10),
@@ -110,6 +114,9 @@ class RecurrentAttentionModel(Classifier):
         require(baseline in RAMBaseline.__args__, f"--model.init_args.baseline must be one of {RAMBaseline.__args__}, got {baseline!r}")
         require(all(m >= 1 for m in (*mc_samples, *val_mc_samples)),
                 f"--model.init_args.mc_samples and val_mc_samples must be >= 1, got {list(mc_samples)} and {list(val_mc_samples)}")
+        require(train_samples >= 1, f"--model.init_args.train_samples must be >= 1, got {train_samples}")
+        require(baseline != "leave_one_out" or train_samples >= 2 or location_policy == "random",
+                "--model.init_args.baseline leave_one_out needs --model.init_args.train_samples >= 2")
         require(reinforce_weight >= 0 and baseline_coef >= 0, "--model.init_args.reinforce_weight and baseline_coef must be >= 0")
         require(lr > 0, f"--model.init_args.lr must be > 0, got {lr}")
         self.save_hyperparameters()
@@ -183,9 +190,14 @@ class RecurrentAttentionModel(Classifier):
     def hybrid_loss(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor], Rollout]:
         """Cross-entropy + REINFORCE on the locations + baseline regression (Sec. 4).
 
+        Each image is glimpsed ``train_samples`` times (rollout ``s`` of image ``b`` is row ``s B + b``).
         Returns the loss, its differentiable parts (``cross_entropy``, ``reinforce``, ``baseline_loss``) and
         the detached ``reward`` (the final 0/1 reward, i.e. the sampled rollout's accuracy), and the rollout.
         """
+        samples = self.hparams.train_samples
+        if samples > 1:
+            images = images.repeat(samples, *([1] * (images.dim() - 1)))
+            labels = labels.repeat(samples)
         rollout = self.rollout(images)
         logits = rollout.logits.float()
         cross_entropy = F.cross_entropy(logits, labels)
@@ -194,7 +206,9 @@ class RecurrentAttentionModel(Classifier):
         if self.estimator is None or rollout.log_prob is None:
             return cross_entropy, parts, rollout
         decisions = rollout.log_prob.shape[0]
-        terms = self.estimator(rollout.log_prob, reward.expand(decisions, -1), value=rollout.baseline)
+        per_image = lambda x: x.reshape(decisions, samples, -1)  # noqa: E731  [T-1, S, B]: sample_dim 1
+        value = per_image(rollout.baseline) if rollout.baseline is not None else None
+        terms = self.estimator(per_image(rollout.log_prob), per_image(reward.expand(decisions, -1)), value=value, sample_dim=1)
         # the estimator averages over steps and images; eq. 2 sums over the T - 1 steps
         parts["reinforce"] = decisions * terms.policy_loss
         parts["baseline_loss"] = terms.baseline_loss
@@ -210,7 +224,7 @@ class RecurrentAttentionModel(Classifier):
                 measures["location_std"] = self.location_policy.log_std.detach().exp().mean()
                 # share of policy means pinned at the border: the "policy collapsing to a corner" failure
                 measures["location_saturation"] = (rollout.location_mean.abs() > 0.95).float().mean()
-            self.log_training(loss, rollout.logits, labels, **measures)
+            self.log_training(loss, rollout.logits[: len(labels)], labels, **measures)  # the first rollout of each image
         return loss
 
     # --- evaluation -----------------------------------------------------------------------------

@@ -93,6 +93,26 @@ def test_reinforce_term_is_the_sum_over_steps_of_advantage_times_log_prob():
     assert rollout.locations.shape == (4, 16, 2) and torch.equal(rollout.locations[0], torch.zeros(16, 2))
 
 
+def test_leave_one_out_baselines_each_rollout_by_the_other_rollouts_of_its_image():
+    """``train_samples`` S: each image glimpsed S times; b = the mean reward of the other S - 1 (Kool et al. 2019)."""
+    model = small_model(baseline="leave_one_out", train_samples=3)
+    assert model.baseline_net is None
+    torch.manual_seed(1)
+    images, labels = torch.rand(5, 1, 28, 28), torch.randint(0, 10, (5,))
+    _, parts, rollout = model.hybrid_loss(images, labels)
+    assert rollout.logits.shape == (15, 10) and rollout.log_prob.shape == (3, 15)
+    reward = (rollout.logits.argmax(-1) == labels.repeat(3)).float().view(3, 5)  # [S, B]: row s B + b
+    baseline = (reward.sum(0) - reward) / 2
+    expected = -((reward - baseline) * rollout.log_prob.view(3, 3, 5)).sum(0).mean()
+    torch.testing.assert_close(parts["reinforce"], expected)
+    # an image whose rollouts all earn the same reward teaches the policy nothing
+    model.classifier.weight.data.zero_()
+    model.classifier.bias.data = torch.nn.functional.one_hot(labels[0], 10).float()
+    model.zero_grad(set_to_none=True)
+    model.hybrid_loss(images[:1], labels[:1])[1]["reinforce"].backward()
+    assert is_zero([p.grad for p in model.location_policy.parameters()])
+
+
 def test_greedy_rollout_looks_at_the_policy_mean_and_is_repeatable():
     model = small_model(location_std=0.5).eval()
     images = torch.rand(5, 1, 28, 28)
@@ -137,8 +157,10 @@ def test_ablations_build_only_what_they_train():
 def test_bad_configuration_and_mismatched_datamodule_are_named():
     with pytest.raises(ConfigError, match="location_policy"):
         small_model(location_policy="saliency")
-    with pytest.raises(ConfigError, match="baseline"):
+    with pytest.raises(ConfigError, match="train_samples >= 2"):
         small_model(baseline="leave_one_out")
+    with pytest.raises(ConfigError, match="train_samples"):
+        small_model(train_samples=0)
     with pytest.raises(ConfigError, match="glimpse_size"):
         small_model(glimpse_size=0)
     with pytest.raises(ConfigError, match="image datamodule"):
