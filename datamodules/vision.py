@@ -10,6 +10,7 @@ resampled on every draw; validation and test variants are drawn once from ``seed
 import gzip
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Literal
 
@@ -271,10 +272,12 @@ class VisionDataModule(InMemoryDataModule):
 
     @staticmethod
     def _gunzip(source: str, target: str) -> None:
-        # torchvision 0.29 reads only the uncompressed IDX files; write then rename so no half file remains
-        partial = f"{target}.partial"
+        # torchvision 0.29 reads only the uncompressed IDX files; write then rename so no half file remains.
+        # The partial file's name is this call's own, so that processes filling the same directory at once
+        # (two benchmark runs started together) never rename each other's file away.
+        handle, partial = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}-", suffix=".partial")
         try:
-            with gzip.open(source, "rb") as src, open(partial, "wb") as dst:
+            with gzip.open(source, "rb") as src, os.fdopen(handle, "wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 20)
             os.replace(partial, target)
         finally:

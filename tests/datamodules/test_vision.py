@@ -64,6 +64,21 @@ def test_prepare_data_gunzips_system_files_into_torchvision_layout(system_dir, t
     assert sorted(stored.flatten(1).sum(1).tolist()) == sorted(expected.flatten(1).sum(1).tolist())
 
 
+def test_filling_leaves_another_process_s_partial_files_alone(system_dir, tmp_path):
+    """Two runs started together fill the same directory: each writes through a temporary file of its own."""
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    for name in names:  # what the old fixed name, '<file>.partial', would have collided with
+        (raw / f"{name}.partial").write_bytes(b"another process")
+    make(system_dir, tmp_path / "data")
+    for name in names:
+        assert (raw / f"{name}.partial").read_bytes() == b"another process"
+        with gzip.open(system_dir / f"{name}.gz", "rb") as f:
+            assert (raw / name).read_bytes() == f.read()
+    assert sorted(os.listdir(raw)) == sorted(names + [f"{name}.partial" for name in names])
+
+
 def test_plain_batches_have_model_shapes_dtypes_and_split_sizes(system_dir, data_dir):
     dm = make(system_dir, data_dir)
     assert len(dm.train_set) == NUM_TRAIN - VAL_SIZE and len(dm.val_set) == VAL_SIZE and len(dm.test_set) == NUM_TEST
