@@ -202,8 +202,8 @@ def where_it_looks(model: RecurrentAttentionModel, data: VisionDataModule) -> di
                 centre_distance=centres.norm(dim=-1).mean().item())
 
 
-def train(task: str, policy: str, epochs: int, data: VisionDataModule, **options) -> dict:
-    seed_everything(0, verbose=False)
+def train(task: str, policy: str, epochs: int, data: VisionDataModule, seed: int = 0, **options) -> dict:
+    seed_everything(seed, verbose=False)
     model = RecurrentAttentionModel(location_policy=policy, **{**TASKS[task]["model"], **options})
     curve = TestAccuracyCurve(data, policy)
     trainer = Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -214,13 +214,13 @@ def train(task: str, policy: str, epochs: int, data: VisionDataModule, **options
     return dict(curve=curve, tested=tested, where=where_it_looks(model, data))
 
 
-def compare_training(task: str, epochs: int, policies: list[str], dataset: str, **options) -> None:
-    data = VisionDataModule(dataset=dataset, batch_size=128, val_size=5000, **TASKS[task]["data"])
+def compare_training(task: str, epochs: int, policies: list[str], dataset: str, seed: int = 0, **options) -> None:
+    data = VisionDataModule(dataset=dataset, batch_size=128, val_size=5000, seed=seed, **TASKS[task]["data"])
     data.prepare_data()
     data.setup("fit")
     data.setup("test")
-    print(f"{dataset} {task}, {TASKS[task]['model']}, {options}, {epochs} epochs, batch 128, Adam, seed 0")
-    results = {policy: train(task, policy, epochs, data, **options) for policy in policies}
+    print(f"{dataset} {task}, {TASKS[task]['model']}, {options}, {epochs} epochs, batch 128, Adam, seed {seed}")
+    results = {policy: train(task, policy, epochs, data, seed, **options) for policy in policies}
     print(f"\n{'policy':<10}{'s/epoch':>9}{'train s':>9}{'greedy':>9}{'M=1':>9}{'M=10':>9}{'distance':>10}{'on object':>11}{'border':>8}")
     for policy, result in results.items():
         curve, tested, where = result["curve"], result["tested"], result["where"]
@@ -250,6 +250,7 @@ def main() -> None:
     parser.add_argument("--policies", nargs="+", choices=["learned", "random"], default=["learned", "random"])
     parser.add_argument("--location_std", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the data split, the canvases and the training")
     parser.add_argument("--repeats", type=int, default=50, help="timings of each sensor (median)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="sensor timings: elapsed time, or this thread's CPU time (not inflated by other jobs)")
@@ -261,7 +262,7 @@ def main() -> None:
     if args.part in ("sensor", "both"):
         compare_sensor(repeats=args.repeats, clock=args.clock)
     if args.part in ("train", "both"):
-        compare_training(args.task, args.epochs, args.policies, args.dataset, location_std=args.location_std, lr=args.lr,
+        compare_training(args.task, args.epochs, args.policies, args.dataset, args.seed, location_std=args.location_std, lr=args.lr,
                          **options)
 
 
