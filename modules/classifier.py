@@ -20,6 +20,20 @@ from modules.errors import ConfigError, require
 
 _SHAPE_FORMS = {1: "[D]", 3: "[C, H, W]"}
 LrSchedule = Literal["constant", "cosine"]
+ClassificationReward = Literal["correct", "neg_loss"]
+
+
+def classification_reward(logits: Tensor, labels: Tensor, kind: ClassificationReward) -> Tensor:
+    """The reward an answer earns, for a policy trained by REINFORCE on what a classifier then says (detached, float32).
+
+    ``correct``: 1 if the top class is the label, else 0. ``neg_loss``: the negative cross-entropy, i.e. the
+    log-probability of the label (the reward in the learning rule of Ba et al. 2015, Sec. 3, for hard attention:
+    dense where the 0/1 reward is flat). ``logits`` [..., K]; ``labels`` broadcast to ``logits.shape[:-1]``.
+    """
+    logits = logits.detach().float()
+    if kind == "correct":
+        return (logits.argmax(-1) == labels).float()
+    return logits.log_softmax(-1).gather(-1, labels.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
 class Classifier(LightningModule):

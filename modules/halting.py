@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
+from modules.classifier import ClassificationReward, classification_reward
 from modules.errors import require
 from modules.policy_gradient import ScoreFunctionEstimator
 
@@ -325,7 +326,7 @@ class ReinforceHalting(DepthController):
     def __init__(
         self,
         step_cost: float = 0.01,
-        reward: Literal["correct", "neg_loss"] = "correct",
+        reward: ClassificationReward = "correct",
         num_samples: int = 8,
         halt_prob_min: float = 0.02,
         halt_prob_max: float = 0.98,
@@ -359,8 +360,7 @@ class ReinforceHalting(DepthController):
 
         halting = Categorical(logits=log_p.T)  # over the N halting steps, per input
         halt_step = halting.sample((self.num_samples,))  # [S, B], 0-based
-        correct = (step_logits.argmax(-1) == labels).float()  # [N, B]
-        task_reward = correct if self.reward == "correct" else -step_losses.detach()
+        task_reward = classification_reward(step_logits, labels, self.reward)  # [N, B]
         reward = task_reward.T.gather(1, halt_step.T).T - cost_scale * self.step_cost * (halt_step + 1).float()
         terms = self.estimator(halting.log_prob(halt_step), reward, entropy=halting.entropy(), sample_dim=0)
 

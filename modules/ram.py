@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from modules.classifier import Classifier
+from modules.classifier import ClassificationReward, Classifier, classification_reward
 from modules.errors import require
 from modules.glimpse import BaselineNetwork, CoreKind, CoreNetwork, GlimpseNetwork, GlimpseSensor, LocationPolicy
 from modules.policy_gradient import ScoreFunctionEstimator
@@ -69,6 +69,8 @@ class RecurrentAttentionModel(Classifier):
         baseline: control variate of the estimator: ``learned`` (per-step ``b_t = Linear(h_t)``),
             ``moving_average``, ``leave_one_out`` (each rollout's baseline is the mean reward of the other
             ``train_samples - 1`` rollouts of the same image; Kool et al. 2019) or ``none`` (ablation).
+        reward: what REINFORCE rewards: ``correct`` (the paper's ``R = 1`` if the final classification is right) or
+            ``neg_loss`` (the log-probability of the label, as in Ba et al. 2015, Sec. 3: graded where the 0/1 reward is flat).
         train_samples: rollouts per training image (the batch is repeated ``S`` times): ``S`` glimpse paths
             for the same image, which ``leave_one_out`` needs (``>= 2``); a training step costs ``S`` times more.
         reinforce_weight: weight of the REINFORCE term (summed over the ``T - 1`` decisions) in the hybrid loss.
@@ -99,6 +101,7 @@ class RecurrentAttentionModel(Classifier):
         policy_input_norm: bool = False,
         first_location: Literal["center", "random"] = "center",
         baseline: RAMBaseline = "learned",
+        reward: ClassificationReward = "correct",
         train_samples: int = 1,
         reinforce_weight: float = 1.0,
         baseline_coef: float = 1.0,
@@ -114,6 +117,8 @@ class RecurrentAttentionModel(Classifier):
         require(baseline in RAMBaseline.__args__, f"--model.init_args.baseline must be one of {RAMBaseline.__args__}, got {baseline!r}")
         require(all(m >= 1 for m in (*mc_samples, *val_mc_samples)),
                 f"--model.init_args.mc_samples and val_mc_samples must be >= 1, got {list(mc_samples)} and {list(val_mc_samples)}")
+        require(reward in ClassificationReward.__args__,
+                f"--model.init_args.reward must be one of {ClassificationReward.__args__}, got {reward!r}")
         require(train_samples >= 1, f"--model.init_args.train_samples must be >= 1, got {train_samples}")
         require(baseline != "leave_one_out" or train_samples >= 2 or location_policy == "random",
                 "--model.init_args.baseline leave_one_out needs --model.init_args.train_samples >= 2")
@@ -192,7 +197,7 @@ class RecurrentAttentionModel(Classifier):
 
         Each image is glimpsed ``train_samples`` times (rollout ``s`` of image ``b`` is row ``s B + b``).
         Returns the loss, its differentiable parts (``cross_entropy``, ``reinforce``, ``baseline_loss``) and
-        the detached ``reward`` (the final 0/1 reward, i.e. the sampled rollout's accuracy), and the rollout.
+        the detached mean ``reward`` (with ``reward: correct``, the sampled rollouts' accuracy), and the rollout.
         """
         samples = self.hparams.train_samples
         if samples > 1:
@@ -201,7 +206,7 @@ class RecurrentAttentionModel(Classifier):
         rollout = self.rollout(images)
         logits = rollout.logits.float()
         cross_entropy = F.cross_entropy(logits, labels)
-        reward = (logits.detach().argmax(-1) == labels).float()  # [B]: 1 if the final classification is right
+        reward = classification_reward(logits, labels, self.hparams.reward)  # [B]: of the final classification
         parts = {"cross_entropy": cross_entropy, "reward": reward.mean()}
         if self.estimator is None or rollout.log_prob is None:
             return cross_entropy, parts, rollout

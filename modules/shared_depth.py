@@ -26,7 +26,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from modules.classifier import Classifier, LrSchedule
+from modules.classifier import ClassificationReward, Classifier, LrSchedule
 from modules.errors import require
 from modules.halting import (
     AdaptiveComputationTime,
@@ -129,7 +129,7 @@ class SharedDepthNetwork(Classifier):
         depth_controller: ControllerKind = "reinforce",
         fixed_depth: int | None = None,
         step_cost: float = 0.01,
-        reward: Literal["correct", "neg_loss"] = "neg_loss",
+        reward: ClassificationReward = "neg_loss",
         num_halting_samples: int = 8,
         baseline: Baseline = "leave_one_out",
         entropy_coef: float = 0.0,
@@ -161,7 +161,7 @@ class SharedDepthNetwork(Classifier):
                 f"--model.init_args.depth_controller must be one of {ControllerKind.__args__}, got {depth_controller!r}")
         require(fixed_depth is None or 1 <= fixed_depth <= max_steps,
                 f"--model.init_args.fixed_depth must be in 1..max_steps ({max_steps}), got {fixed_depth}")
-        require(reward in ("correct", "neg_loss"), f"--model.init_args.reward must be correct or neg_loss, got {reward!r}")
+        require(reward in ClassificationReward.__args__, f"--model.init_args.reward must be one of {ClassificationReward.__args__}, got {reward!r}")
         require(baseline != "leave_one_out" or num_halting_samples >= 2 or depth_controller != "reinforce",
                 "--model.init_args.baseline leave_one_out needs --model.init_args.num_halting_samples >= 2")
         require(baseline not in ("learned", "self_critical"),

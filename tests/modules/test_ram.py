@@ -93,6 +93,18 @@ def test_reinforce_term_is_the_sum_over_steps_of_advantage_times_log_prob():
     assert rollout.locations.shape == (4, 16, 2) and torch.equal(rollout.locations[0], torch.zeros(16, 2))
 
 
+def test_neg_loss_reward_is_the_log_probability_of_the_label():
+    """``reward: neg_loss`` rewards each rollout with log p(y | glimpses) (Ba et al. 2015) instead of 1[correct]."""
+    model = small_model(reward="neg_loss")
+    torch.manual_seed(1)
+    images, labels = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    _, parts, rollout = model.hybrid_loss(images, labels)
+    reward = rollout.logits.detach().log_softmax(-1)[torch.arange(16), labels]
+    torch.testing.assert_close(parts["reward"], reward.mean())
+    torch.testing.assert_close(parts["reinforce"], -((reward - rollout.baseline) * rollout.log_prob).sum(0).mean())
+    assert is_zero(gradients(model, "reinforce", model.core))  # still the location network alone
+
+
 def test_leave_one_out_baselines_each_rollout_by_the_other_rollouts_of_its_image():
     """``train_samples`` S: each image glimpsed S times; b = the mean reward of the other S - 1 (Kool et al. 2019)."""
     model = small_model(baseline="leave_one_out", train_samples=3)
@@ -161,6 +173,8 @@ def test_bad_configuration_and_mismatched_datamodule_are_named():
         small_model(baseline="leave_one_out")
     with pytest.raises(ConfigError, match="train_samples"):
         small_model(train_samples=0)
+    with pytest.raises(ConfigError, match="reward"):
+        small_model(reward="accuracy")
     with pytest.raises(ConfigError, match="glimpse_size"):
         small_model(glimpse_size=0)
     with pytest.raises(ConfigError, match="image datamodule"):
