@@ -10,6 +10,9 @@ cannot reach the location network; it is trained by the score-function estimator
 
     grad J ~= sum_{t=1}^{T-1} grad log pi(l_t | h_t) (R - b_t),    b_t = Linear(h_t) regressed onto R,
 
+or, with ``train_samples = S`` paths per image and ``baseline="leave_one_out"``, ``b`` = the mean reward of
+the image's other ``S - 1`` paths (Kool et al. 2019; what the cluttered configs use, see the README),
+
 while the glimpse, core and action networks are trained by backprop on the cross-entropy (the hybrid
 loss of Sec. 4). The sampled locations are detached before they enter the glimpse network, so the
 cross-entropy never reaches the policy; by default the policy and the baseline read a detached
