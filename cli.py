@@ -7,6 +7,7 @@ Presets in ``configs/presets/`` (cpu, gpu, ddp, smoke) stack as a second ``--con
 
 import sys
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -41,9 +42,15 @@ class GapbridgeCLI(LightningCLI):
 
 
 def main(args=None) -> GapbridgeCLI | None:
-    """Run the CLI; user-fixable problems print one line and exit with status 2."""
+    """Run the CLI; user-fixable problems print one line and exit with status 2.
+
+    After a run that ends normally, a distributed process group (DDP) is destroyed: left to the interpreter's
+    exit, gloo's worker threads can abort the process (SIGABRT, "terminate called without an active exception")
+    after a fit that succeeded. A run that failed leaves it alone, as other ranks may still wait in
+    a collective that destroying it would hang.
+    """
     try:
-        return GapbridgeCLI(
+        cli = GapbridgeCLI(
             LightningModule,
             LightningDataModule,
             subclass_mode_model=True,
@@ -65,6 +72,9 @@ def main(args=None) -> GapbridgeCLI | None:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return cli
 
 
 def _user_error(error: BaseException | None) -> GapbridgeError | None:

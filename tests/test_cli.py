@@ -1,7 +1,9 @@
 """The command line end to end: smoke runs, config round trips, clear errors, DDP, resume."""
 
+import os
 import subprocess
 import sys
+from unittest import mock
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,15 @@ def test_ddp_with_two_cpu_processes(tmp_path, vision_args):
     assert "GLOBAL_RANK: 1" in result.stderr + result.stdout or "world_size=2" in result.stderr + result.stdout
     checkpoint = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=False)
     assert checkpoint["global_step"] == 3
+
+
+def test_a_finished_ddp_run_destroys_its_process_group(tmp_path, vision_args):
+    """Left to the interpreter's exit, a gloo group can abort a process whose fit succeeded (SIGABRT)."""
+    with mock.patch.dict(os.environ):  # DDP writes MASTER_ADDR / MASTER_PORT; later tests start clean
+        cli = main(["fit", f"--config={CLASSIFIER}", *vision_args, *FAST, "--trainer.accelerator=cpu", "--trainer.devices=1",
+                    "--trainer.strategy=ddp", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"])
+    assert type(cli.trainer.strategy).__name__ == "DDPStrategy" and cli.trainer.global_step > 0
+    assert not torch.distributed.is_initialized()
 
 
 def test_resume_continues_the_same_run(tmp_path, vision_args):
