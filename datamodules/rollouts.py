@@ -66,6 +66,12 @@ def generalized_advantage_estimation(
     return advantage
 
 
+def env_action(action: Tensor, space: gym.Space) -> np.ndarray:
+    """A policy's action as the env takes it: Gaussian samples (or means) are clipped to a ``Box`` space."""
+    action = action.cpu().numpy()
+    return np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box) else action
+
+
 class RolloutCollector(VectorEnvRunner):
     """Plays a stochastic policy on a vector env and returns what it saw as ``[T, N, ...]`` tensors.
 
@@ -76,14 +82,8 @@ class RolloutCollector(VectorEnvRunner):
 
     def __init__(self, envs: gym.vector.VectorEnv, seed: int) -> None:
         super().__init__(envs, seed)
-        space = envs.single_action_space
-        self.low, self.high = (space.low, space.high) if isinstance(space, gym.spaces.Box) else (None, None)
+        self.action_space = envs.single_action_space
         self.at_start = np.ones(self.num_envs, dtype=bool)  # envs whose current episode has not taken a step
-
-    def env_actions(self, action: Tensor) -> np.ndarray:
-        """Policy samples to what the env accepts: Gaussian samples are clipped to the action box."""
-        action = action.cpu().numpy()
-        return np.clip(action, self.low, self.high) if self.low is not None else action
 
     @torch.no_grad()
     def collect(self, policy: nn.Module, kind: RolloutKind, n_steps: int) -> dict[str, Tensor]:
@@ -96,7 +96,7 @@ class RolloutCollector(VectorEnvRunner):
         while (len(steps["obs"]) < n_steps) if kind == "n_steps" else active.any():
             obs = self.obs
             action = policy.sample(torch.as_tensor(obs, device=device))
-            reward, next_obs, terminated, truncated = self.step(self.env_actions(action), active if kind == "episodes" else None)
+            reward, next_obs, terminated, truncated = self.step(env_action(action, self.action_space), active if kind == "episodes" else None)
             for key, value in zip(steps, (obs, action, reward, terminated, truncated, next_obs, active.copy())):
                 steps[key].append(value)
             done = terminated | truncated
@@ -179,10 +179,8 @@ class RolloutDataModule(EnvironmentDataModule):
         """Returns and lengths of ``eval_episodes`` episodes acted by the policy's mode (greedy)."""
         policy = learner.policy
         device = next(policy.parameters()).device
-        low, high = (self.action_space.low, self.action_space.high) if isinstance(self.action_space, gym.spaces.Box) else (None, None)
 
         def act(obs: np.ndarray) -> np.ndarray:
-            action = policy.mode(torch.as_tensor(obs, device=device)).cpu().numpy()
-            return np.clip(action, low, high) if low is not None else action
+            return env_action(policy.mode(torch.as_tensor(obs, device=device)), self.action_space)
 
         return evaluate_policy(act, self.eval_envs, self.hparams.eval_episodes, seed)

@@ -1,11 +1,14 @@
 """Rollouts for policy-gradient learners: reward-to-go and GAE by hand, collection, checkpointed env state."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from datamodules.environments import make_vector_env
-from datamodules.rollouts import RolloutCollector, RolloutDataModule, generalized_advantage_estimation, reward_to_go
+from datamodules.rollouts import (
+    RolloutCollector, RolloutDataModule, env_action, generalized_advantage_estimation, reward_to_go,
+)
 from modules.errors import ConfigError
 from modules.policy_networks import CategoricalPolicy, GaussianPolicy
 
@@ -95,7 +98,8 @@ def test_gaussian_actions_are_clipped_for_the_env_but_kept_raw_for_the_log_prob(
     policy = GaussianPolicy(3, 1, log_std_init=2.0)  # std 7.4: most samples lie outside [-2, 2]
     rollout = collector.collect(policy, "n_steps", n_steps=20)
     assert rollout["action"].shape == (20, 2, 1) and rollout["action"].abs().max() > 2.0
-    assert np.abs(collector.env_actions(rollout["action"][0])).max() <= 2.0
+    assert np.abs(env_action(rollout["action"][0], envs.single_action_space)).max() <= 2.0
+    assert np.array_equal(env_action(torch.tensor([[1, 0]]), gym.spaces.Discrete(2)), [[1, 0]])  # discrete: untouched
 
 
 def test_datamodule_state_restores_envs_and_counters_exactly():
