@@ -36,6 +36,12 @@ def classification_reward(logits: Tensor, labels: Tensor, kind: ClassificationRe
     return logits.log_softmax(-1).gather(-1, labels.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
+def require_optimizer_options(lr: float, lr_schedule: str = "constant") -> None:
+    """The checks of the options :meth:`Classifier.configure_optimizers` reads."""
+    require(lr > 0, f"--model.init_args.lr must be > 0, got {lr}")
+    require(lr_schedule in LrSchedule.__args__, f"--model.init_args.lr_schedule must be one of {LrSchedule.__args__}, got {lr_schedule!r}")
+
+
 class Classifier(LightningModule):
     """Base of the classifiers: the configuration and data checks, one accuracy per stage, predictions, Adam.
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from modules.classifier import ClassificationReward, Classifier, classification_reward
+from modules.classifier import ClassificationReward, Classifier, LrSchedule, classification_reward, require_optimizer_options
 from modules.errors import require
 from modules.glimpse import BaselineNetwork, CoreKind, CoreNetwork, GlimpseNetwork, GlimpseSensor, LocationPolicy
 from modules.policy_gradient import ScoreFunctionEstimator
@@ -82,6 +82,7 @@ class RecurrentAttentionModel(Classifier):
         val_mc_samples: the same during validation (kept small: each rollout is a full pass).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
+        lr_schedule: ``constant``, or ``cosine``: the rate decays to 0 along a half cosine over the fit (per step).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class RecurrentAttentionModel(Classifier):
         val_mc_samples: tuple[int, ...] = (1,),
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        lr_schedule: LrSchedule = "constant",
     ) -> None:
         super().__init__(num_classes, image_shape)
         require(num_glimpses >= 1, f"--model.init_args.num_glimpses must be >= 1, got {num_glimpses}")
@@ -126,7 +128,7 @@ class RecurrentAttentionModel(Classifier):
         require(baseline != "leave_one_out" or train_samples >= 2 or location_policy == "random",
                 "--model.init_args.baseline leave_one_out needs --model.init_args.train_samples >= 2")
         require(reinforce_weight >= 0 and baseline_coef >= 0, "--model.init_args.reinforce_weight and baseline_coef must be >= 0")
-        require(lr > 0, f"--model.init_args.lr must be > 0, got {lr}")
+        require_optimizer_options(lr, lr_schedule)
         self.save_hyperparameters()
         channels = image_shape[0]
         self.glimpse = GlimpseNetwork(GlimpseSensor(glimpse_size, num_scales, scale_factor), channels,

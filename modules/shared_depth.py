@@ -26,7 +26,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from modules.classifier import ClassificationReward, Classifier, LrSchedule
+from modules.classifier import ClassificationReward, Classifier, LrSchedule, require_optimizer_options
 from modules.errors import require
 from modules.halting import (
     AdaptiveComputationTime,
@@ -168,8 +168,7 @@ class SharedDepthNetwork(Classifier):
                 f"--model.init_args.baseline {baseline} is not available for halting: use leave_one_out, moving_average or none")
         require(cost_warmup_steps >= 0, f"--model.init_args.cost_warmup_steps must be >= 0, got {cost_warmup_steps}")
         require(eval_halting in ("threshold", "sample"), f"--model.init_args.eval_halting must be threshold or sample, got {eval_halting!r}")
-        require(lr > 0, f"--model.init_args.lr must be > 0, got {lr}")
-        require(lr_schedule in LrSchedule.__args__, f"--model.init_args.lr_schedule must be one of {LrSchedule.__args__}, got {lr_schedule!r}")
+        require_optimizer_options(lr, lr_schedule)
         self.save_hyperparameters()
         self.controller = self._controller()
         steps = self.controller.train_steps(max_steps)  # a fixed-depth untied network owns only the blocks it uses

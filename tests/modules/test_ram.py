@@ -175,6 +175,8 @@ def test_bad_configuration_and_mismatched_datamodule_are_named():
         small_model(train_samples=0)
     with pytest.raises(ConfigError, match="reward"):
         small_model(reward="accuracy")
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        small_model(lr_schedule="linear")
     with pytest.raises(ConfigError, match="glimpse_size"):
         small_model(glimpse_size=0)
     with pytest.raises(ConfigError, match="image datamodule"):
@@ -212,7 +214,8 @@ def test_fit_and_test_log_every_metric_and_the_glimpse_paths(vision_args, tmp_pa
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cli = main(["fit", f"--config={PLAIN}", *vision_args, *FAST, "--trainer.limit_train_batches=3",
-                "--trainer.log_every_n_steps=1", "--model.init_args.learn_std=true"])
+                "--trainer.log_every_n_steps=1", "--model.init_args.learn_std=true", "--model.init_args.lr_schedule=cosine"])
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # 3 steps of a 3-step cosine
     logged = cli.trainer.logged_metrics
     for name in ("train/loss", "train/cross_entropy", "train/reinforce", "train/baseline_loss", "train/reward",
                  "train/location_std", "train/location_saturation", "val/acc", "val/acc_mc1"):
