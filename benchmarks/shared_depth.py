@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from lightning.pytorch import Trainer, seed_everything  # noqa: E402
+from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 
 from datamodules.synthetic import ParityDataModule  # noqa: E402
 from datamodules.vision import VisionDataModule  # noqa: E402
@@ -47,11 +47,29 @@ CONTROLLER_ARGS = {
 }
 
 
-def train(model: SharedDepthNetwork, data, epochs: int | None = None, minutes: float | None = None) -> float:
+class LearningCurve(Callback):
+    """Prints the thresholded test accuracy and mean steps on ``inputs`` every ``minutes`` of training (parity runs)."""
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, minutes: float) -> None:
+        self.inputs, self.labels, self.seconds = inputs, labels, 60 * minutes
+        self.start = self.last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.seconds:
+            return
+        accuracy, steps, _ = evaluate(pl_module, self.inputs, self.labels)
+        pl_module.train()
+        print(f"curve: {(now - self.start) / 60:.1f} min, step {trainer.global_step}: acc {accuracy:.2f}%, {steps:.2f} steps", flush=True)
+        self.last = time.perf_counter()
+
+
+def train(model: SharedDepthNetwork, data, epochs: int | None = None, minutes: float | None = None,
+          callbacks: list[Callback] | None = None) -> float:
     """Fit without validation; returns the seconds spent."""
     trainer = Trainer(max_epochs=epochs if epochs is not None else -1, max_time={"minutes": minutes} if minutes else None,
                       accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **TRAINER)
+                      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks, **TRAINER)
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     return time.perf_counter() - start
@@ -184,7 +202,8 @@ def part_parity(args, seed: int) -> list[dict]:
     for controller in args.controllers:
         seed_everything(seed, verbose=False)
         model = SharedDepthNetwork(**{**PARITY, "input_shape": (bits,), **CONTROLLER_ARGS[controller]})
-        seconds = train(model, data, minutes=args.minutes)
+        curve = [LearningCurve(inputs[:2000], labels[:2000], args.curve_minutes)] if args.curve_minutes else None
+        seconds = train(model, data, minutes=args.minutes, callbacks=curve)
         accuracy, steps, halt_steps = evaluate(model, inputs, labels)
         sampled_accuracy, sampled_steps, _ = evaluate(model, inputs, labels, "sample")
         counts = data.test_num_nonzero
@@ -238,6 +257,8 @@ def main() -> None:
     parser.add_argument("--extrapolation", action="store_true", help="96 bits, train 1..48, test 49..96")
     parser.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per parity run")
     parser.add_argument("--parity_test_size", type=int, default=10_000)
+    parser.add_argument("--curve_minutes", type=float, default=0.0,
+                        help="parity: print accuracy and steps on 2,000 test vectors every this many minutes (0: never)")
     parser.add_argument("--parity_state_dim", type=int, default=128)
     parser.add_argument("--parity_max_steps", type=int, default=20)
     parser.add_argument("--parity_lr", type=float, default=1e-3)
