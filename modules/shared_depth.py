@@ -92,9 +92,9 @@ class SharedDepthNetwork(Classifier):
             1: every step trained alike, whatever the policy uses). On Fashion-MNIST 0.2 beat 0.5: the
             steps the policy answers at get most of the training (README, issue 6).
         halt_bias_init: initial bias of the halting logit (negative: start by continuing).
-        halting_reads_answer: the halting policy also reads how sure the readout's answer at the step is (top
-            class probability and normalised entropy, detached), not only the pooled state; see
-            :class:`modules.halting.HaltingPolicy`.
+        halting_reads_answer: the halting policy also reads how sure the readout's answer at the step is (the
+            top class's log-odds and its log-margin over the runner-up, detached), not only the pooled state;
+            see :func:`modules.halting.answer_confidence`.
         detach_halting_input: the halting policy reads ``sg(s_n)``, so the controller's own gradient
             (REINFORCE's score-function term, ACT's ponder cost, PonderNet's KL) trains the policy alone
             and the block, stem and readout learn from the task loss only.
