@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 
+from callbacks.curriculum import NonzeroCurriculum  # noqa: E402
 from datamodules.synthetic import ParityDataModule  # noqa: E402
 from datamodules.vision import VisionDataModule  # noqa: E402
 from modules.shared_depth import SharedDepthNetwork  # noqa: E402
@@ -48,7 +49,8 @@ CONTROLLER_ARGS = {
 
 
 class LearningCurve(Callback):
-    """Prints the thresholded test accuracy and mean steps on ``inputs`` every ``minutes`` of training (parity runs)."""
+    """Prints the thresholded test accuracy and mean steps on ``inputs`` every ``minutes`` of training (parity runs),
+    and the accuracy of the readout at every step when every vector runs every step (what the policy can choose)."""
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, minutes: float) -> None:
         self.inputs, self.labels, self.seconds = inputs, labels, 60 * minutes
@@ -59,8 +61,11 @@ class LearningCurve(Callback):
         if now - self.last < self.seconds:
             return
         accuracy, steps, _ = evaluate(pl_module, self.inputs, self.labels)
+        per_step = step_accuracies(pl_module, self.inputs, self.labels)
         pl_module.train()
-        print(f"curve: {(now - self.start) / 60:.1f} min, step {trainer.global_step}: acc {accuracy:.2f}%, {steps:.2f} steps", flush=True)
+        ranges = [f", curriculum 1..{c.max_nonzero}" for c in trainer.callbacks if isinstance(c, NonzeroCurriculum)]
+        print(f"curve: {(now - self.start) / 60:.1f} min, step {trainer.global_step}{''.join(ranges)}: acc {accuracy:.2f}%,"
+              f" {steps:.2f} steps; readout at steps 1..{len(per_step)}: {per_step}", flush=True)
         self.last = time.perf_counter()
 
 
@@ -202,8 +207,10 @@ def part_parity(args, seed: int) -> list[dict]:
     for controller in args.controllers:
         seed_everything(seed, verbose=False)
         model = SharedDepthNetwork(**{**PARITY, "input_shape": (bits,), **CONTROLLER_ARGS[controller]})
-        curve = [LearningCurve(inputs[:2000], labels[:2000], args.curve_minutes)] if args.curve_minutes else None
-        seconds = train(model, data, minutes=args.minutes, callbacks=curve)
+        callbacks = [LearningCurve(inputs[:2000], labels[:2000], args.curve_minutes)] if args.curve_minutes else []
+        if args.curriculum:
+            callbacks.append(curriculum := NonzeroCurriculum(start=args.curriculum, increment=args.curriculum_increment))
+        seconds = train(model, data, minutes=args.minutes, callbacks=callbacks)
         accuracy, steps, halt_steps = evaluate(model, inputs, labels)
         sampled_accuracy, sampled_steps, _ = evaluate(model, inputs, labels, "sample")
         counts = data.test_num_nonzero
@@ -211,7 +218,8 @@ def part_parity(args, seed: int) -> list[dict]:
         row = dict(part="parity", seed=seed, run=f"{controller}, {bits} bits, train 1..{train_max}, test {test_min}..{bits}",
                    acc=accuracy, steps=steps, acc_sampled=sampled_accuracy, steps_sampled=sampled_steps,
                    steps_few_nonzeros=halt_steps[low].float().mean().item(), steps_many_nonzeros=halt_steps[high].float().mean().item(),
-                   train_s=seconds, train_steps=model.global_step if model._trainer is not None else None)
+                   train_s=seconds, train_steps=model.global_step if model._trainer is not None else None,
+                   curriculum_max_nonzero=curriculum.max_nonzero if args.curriculum else None)
         rows.append(row)
         print(row, flush=True)
     return rows
@@ -263,6 +271,11 @@ def main() -> None:
     parser.add_argument("--parity_max_steps", type=int, default=20)
     parser.add_argument("--parity_lr", type=float, default=1e-3)
     parser.add_argument("--cost_warmup_steps", type=int, default=5000, help="REINFORCE step-cost warm-up on parity")
+    parser.add_argument("--curriculum", type=int, default=0,
+                        help="parity: train on 1..N nonzeros first, widened as the model masters them (callbacks.curriculum; 0: none)")
+    parser.add_argument("--curriculum_increment", type=int, default=4, help="parity: how much the curriculum widens the range at a time")
+    parser.add_argument("--parity_uniform_step_mix", type=float, default=0.5,
+                        help="REINFORCE on parity: share of the uniform distribution in the block's per-step loss weights")
     args = parser.parse_args()
     if any(depth > args.max_steps for depth in args.depths):
         parser.error(f"--depths {args.depths}: each must be <= --max_steps {args.max_steps}")
@@ -272,7 +285,7 @@ def main() -> None:
     TRAINER.update(gradient_clip_val=args.gradient_clip_val or None)
     FASHION.update(block=args.block, state_dim=args.state_dim, readout_norm=args.readout_norm, lr_schedule=args.lr_schedule)
     PARITY.update(state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
-    CONTROLLER_ARGS["reinforce"]["cost_warmup_steps"] = args.cost_warmup_steps
+    CONTROLLER_ARGS["reinforce"].update(cost_warmup_steps=args.cost_warmup_steps, uniform_step_mix=args.parity_uniform_step_mix)
     rows: list[dict] = []
     for seed in args.seeds:
         trained: dict = {}

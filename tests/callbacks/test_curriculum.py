@@ -1,0 +1,63 @@
+"""The nonzero curriculum: it widens the range only when the model masters it, and survives a resume."""
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from callbacks.curriculum import NonzeroCurriculum
+from datamodules.synthetic import ParityDataModule, ToyDataModule
+from modules.errors import ConfigError
+from modules.shared_depth import SharedDepthNetwork
+from tests.trainers import quiet_trainer
+
+
+def parity_network(lr: float = 3e-3) -> SharedDepthNetwork:
+    return SharedDepthNetwork(input_shape=(8,), state_dim=32, max_steps=3, depth_controller="fixed", lr=lr)
+
+
+def parity_data() -> ParityDataModule:
+    return ParityDataModule(num_bits=8, train_size=128 * 50, val_size=64, test_size=64, batch_size=128)
+
+
+def test_the_range_grows_as_the_model_learns_and_the_draws_follow_it():
+    torch.manual_seed(0)
+    data = parity_data()
+    curriculum = NonzeroCurriculum(start=1, increment=1, threshold=0.9, every_n_steps=25, eval_size=500)
+    quiet_trainer(max_epochs=8, callbacks=[curriculum], limit_val_batches=0).fit(parity_network(), datamodule=data)
+    assert curriculum.max_nonzero >= 3  # 1 nonzero is the sign of one entry: learnt within the first checks
+    assert data.max_nonzero == curriculum.max_nonzero
+    inputs, _ = data.sample_train(2000, torch.Generator().manual_seed(1))
+    assert (inputs != 0).sum(1).max().item() == curriculum.max_nonzero
+
+
+def test_a_model_at_chance_stays_on_the_first_range():
+    torch.manual_seed(0)
+    data = parity_data()
+    curriculum = NonzeroCurriculum(start=4, increment=2, threshold=0.9, every_n_steps=10, eval_size=500)
+    quiet_trainer(max_steps=60, callbacks=[curriculum], limit_val_batches=0).fit(parity_network(lr=1e-9), datamodule=data)
+    assert curriculum.max_nonzero == 4 and data.max_nonzero == 4
+
+
+def test_the_range_is_restored_from_the_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    first = NonzeroCurriculum(start=1, increment=1, threshold=0.9, every_n_steps=25, eval_size=500)
+    quiet_trainer(max_epochs=4, callbacks=[first, checkpoint], enable_checkpointing=True, limit_val_batches=0).fit(
+        parity_network(), datamodule=parity_data())
+    assert first.max_nonzero > 1
+    resumed, data = NonzeroCurriculum(start=1, increment=1, threshold=1.0, every_n_steps=10_000), parity_data()
+    quiet_trainer(max_epochs=5, callbacks=[resumed], limit_val_batches=0).fit(
+        parity_network(), datamodule=data, ckpt_path=tmp_path / "last.ckpt")
+    assert resumed.max_nonzero == first.max_nonzero and data.max_nonzero == first.max_nonzero
+
+
+def test_other_data_is_refused_with_a_message():
+    network = SharedDepthNetwork(input_shape=(2,), block="residual_mlp", state_dim=8, max_steps=2, depth_controller="fixed")
+    with pytest.raises(ConfigError, match="NonzeroCurriculum needs a ParityDataModule"):
+        quiet_trainer(max_steps=1, callbacks=[NonzeroCurriculum()]).fit(network, datamodule=ToyDataModule(num_samples=128, val_size=32, test_size=32))
+
+
+@pytest.mark.parametrize("options", [dict(start=0), dict(threshold=1.5), dict(every_n_steps=0)])
+def test_bad_options_are_refused(options):
+    with pytest.raises(ConfigError, match="NonzeroCurriculum"):
+        NonzeroCurriculum(**options)
