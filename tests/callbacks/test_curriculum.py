@@ -1,5 +1,7 @@
 """The nonzero curriculum: it widens the range only when the model masters it, and survives a resume."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -8,7 +10,10 @@ from callbacks.curriculum import NonzeroCurriculum
 from datamodules.synthetic import ParityDataModule, ToyDataModule
 from modules.errors import ConfigError
 from modules.shared_depth import SharedDepthNetwork
+from tests.cli_runs import fit_on_two_cpu_processes
 from tests.trainers import quiet_trainer
+
+PARITY = str(Path(__file__).resolve().parents[2] / "configs/depth_parity_reinforce.yaml")
 
 
 def parity_network(lr: float = 3e-3) -> SharedDepthNetwork:
@@ -61,3 +66,15 @@ def test_other_data_is_refused_with_a_message():
 def test_bad_options_are_refused(options):
     with pytest.raises(ConfigError, match="NonzeroCurriculum"):
         NonzeroCurriculum(**options)
+
+
+def test_ddp_with_two_cpu_processes_keeps_one_range(tmp_path):
+    # every rank evaluates the same vectors with the same weights; rank 0's range is the one saved
+    checkpoint = fit_on_two_cpu_processes([
+        f"--config={PARITY}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--trainer.default_root_dir={tmp_path / 'runs'}",
+        "--trainer.callbacks=[]", "--trainer.callbacks+=callbacks.curriculum.NonzeroCurriculum", "--trainer.callbacks.start=2",
+        "--trainer.callbacks.threshold=0.01", "--trainer.callbacks.every_n_steps=1", "--trainer.callbacks.eval_size=64",
+        "--trainer.limit_val_batches=1", "--data.init_args.num_bits=8", "--model.init_args.input_shape=[8]",
+        "--model.init_args.state_dim=16", "--model.init_args.max_steps=3", "--data.init_args.batch_size=16"], tmp_path)
+    states = [state for key, state in checkpoint["callbacks"].items() if "NonzeroCurriculum" in key]
+    assert states == [{"max_nonzero": 8}]  # 2, then +4 at each of the 3 steps, capped at the 8 bits
