@@ -1,6 +1,6 @@
 """Weight-shared depth with learned halting: accuracy against depth, tied against untied, early exit, parity.
 
-Four parts, each measured side by side in one run (``modules.shared_depth.SharedDepthNetwork``):
+Five parts, each measured side by side in one run (``modules.shared_depth.SharedDepthNetwork``):
 
 1. ``fashion``: Fashion-MNIST, conv stem + one residual conv block (``--block residual_mlp``: a linear
    embedding of the pixels + one residual MLP block, about 30x cheaper on a CPU). Fixed depths ``--depths`` against the
@@ -11,12 +11,17 @@ Four parts, each measured side by side in one run (``modules.shared_depth.Shared
 3. ``speed``: wall-clock of inference with per-sample early exit against running every step and
    selecting the halting step (same answers), on the Fashion-MNIST test set with the first REINFORCE
    model of part 1 (or a freshly trained one), median of ``--repeats``, alternating.
-4. ``parity``: REINFORCE, ACT and PonderNet on parity (``--bits``, training on 1..``--train_max``
+4. ``gru``: training speed of the parity network (``configs/depth_parity_reinforce.yaml``'s, batch 128)
+   whose GRU step reads the input's share of its gates once per forward (``GRUStepBlock.read_context``)
+   against the same network calling ``nn.GRUCell`` at every step, ``--repeats`` fits of ``--gru_steps``
+   training steps each, alternating, this thread's CPU time (median).
+5. ``parity``: REINFORCE, ACT and PonderNet on parity (``--bits``, training on 1..``--train_max``
    nonzeros, testing on ``--test_min``..``--bits``; the defaults are the 64-bit task, ``--extrapolation``
    the 96-bit one of PonderNet), each trained for ``--minutes`` of wall-clock: test accuracy and mean steps.
 
     python benchmarks/shared_depth.py                                   # everything, 1 seed
     python benchmarks/shared_depth.py --parts fashion tied speed --epochs 3 --train_subset 20000
+    python benchmarks/shared_depth.py --parts gru                         # the GRU step's speed-up
     python benchmarks/shared_depth.py --parts parity --bits 16 --minutes 5
     python benchmarks/shared_depth.py --parts parity --extrapolation --minutes 20
     python benchmarks/shared_depth.py --seeds 0 1 2                      # the README's 3-seed tables
@@ -36,6 +41,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 from callbacks.curriculum import NonzeroCurriculum  # noqa: E402
 from datamodules.synthetic import ParityDataModule  # noqa: E402
 from datamodules.vision import VisionDataModule  # noqa: E402
+from modules.halting import GRUStepBlock  # noqa: E402
 from modules.shared_depth import SharedDepthNetwork  # noqa: E402
 
 FASHION = dict(num_classes=10, input_shape=(1, 28, 28), block="conv", state_dim=32, lr=1e-3)
@@ -197,6 +203,44 @@ def part_speed(args, seed: int, trained: dict) -> list[dict]:
     return [row]
 
 
+class GRUCellEveryStep(GRUStepBlock):
+    """The reference of part ``gru``: ``nn.GRUCell`` at every step, recomputing the input's share of the gates."""
+
+    def read_context(self, context: torch.Tensor) -> torch.Tensor:
+        return context
+
+    def forward(self, state: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.cell(context, state)
+
+
+def part_gru(args, seed: int) -> list[dict]:
+    config = dict(depth_controller="reinforce", step_cost=0.001, uniform_step_mix=1.0, cost_warmup_steps=5000, max_steps=10)
+    data = ParityDataModule(num_bits=64, max_nonzero=20, train_size=128 * args.gru_steps, val_size=100, test_size=100, seed=seed)
+    models = {}
+    for name in ("input gates read once", "nn.GRUCell every step"):
+        seed_everything(seed, verbose=False)
+        models[name] = SharedDepthNetwork(**{**PARITY, "input_shape": (64,), **config})
+    reference = models["nn.GRUCell every step"].blocks.blocks
+    reference[0] = GRUCellEveryStep(PARITY["state_dim"], 0)
+    reference[0].load_state_dict(models["input gates read once"].blocks.blocks[0].state_dict())
+    probe = torch.randn(256, 64)
+    same = torch.allclose(*(model.trace(probe).states for model in models.values()), atol=1e-6)
+    timings = {name: [] for name in models}
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            trainer = Trainer(max_steps=args.gru_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                              num_sanity_val_steps=0, **TRAINER)
+            start = time.thread_time()
+            trainer.fit(model, datamodule=data)
+            timings[name].append(time.thread_time() - start)
+    fast, slow = (statistics.median(timings[name]) / args.gru_steps * 1000 for name in models)
+    row = dict(part="gru", seed=seed, run=f"parity 64 bits, 10 steps, batch 128, {args.gru_steps} training steps per fit",
+               read_once_ms_per_step=fast, cell_every_step_ms_per_step=slow, speedup=slow / fast, same_states=same)
+    print(row, flush=True)
+    return [row]
+
+
 def part_parity(args, seed: int) -> list[dict]:
     bits, train_max, test_min = (96, 48, 49) if args.extrapolation else (args.bits, args.train_max or args.bits, args.test_min)
     data = ParityDataModule(num_bits=bits, max_nonzero=train_max, test_min_nonzero=test_min, test_max_nonzero=bits,
@@ -235,7 +279,8 @@ def table(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["fashion", "tied", "speed", "parity"], choices=["fashion", "tied", "speed", "parity"])
+    parser.add_argument("--parts", nargs="+", default=["fashion", "tied", "speed", "parity"],
+                        choices=["fashion", "tied", "speed", "gru", "parity"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data_dir", default="data")
@@ -258,6 +303,7 @@ def main() -> None:
     parser.add_argument("--gradient_clip_val", type=float, default=1.0, help="every run's gradient-norm clip (0: none)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval_batch", type=int, default=1000)
+    parser.add_argument("--gru_steps", type=int, default=200, help="part gru: training steps per timed fit")
     parser.add_argument("--controllers", nargs="+", default=["reinforce", "act", "pondernet"], choices=list(CONTROLLER_ARGS))
     parser.add_argument("--bits", type=int, default=64)
     parser.add_argument("--train_max", type=int, default=None)
@@ -295,6 +341,8 @@ def main() -> None:
             rows += part_tied(args, seed)
         if "speed" in args.parts:
             rows += part_speed(args, seed, trained)
+        if "gru" in args.parts:
+            rows += part_gru(args, seed)
         if "parity" in args.parts:
             rows += part_parity(args, seed)
     for part in dict.fromkeys(row["part"] for row in rows):

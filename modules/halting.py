@@ -57,6 +57,9 @@ class ResidualMLPBlock(nn.Module):
         self.norm = nn.LayerNorm(state_dim)
         self.net = nn.Sequential(nn.Linear(state_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, state_dim))
 
+    def read_context(self, context: Tensor) -> Tensor:
+        return context  # not read: the input reaches this block through s_0 only
+
     def forward(self, state: Tensor, context: Tensor) -> Tensor:
         return state + self.net(self.norm(state))
 
@@ -65,15 +68,26 @@ class GRUStepBlock(nn.Module):
     """``s_n = GRU(context, s_{n-1})``: the recurrent step of ACT and PonderNet on parity.
 
     The embedded input is fed again at every step (Graves 2016, sec. 2: the input is repeated at each
-    ponder step), so the block can re-read what it has not yet integrated.
+    ponder step), so the block can re-read what it has not yet integrated. The input's share of the gates,
+    ``W_i x + b_i``, is the same at every step: :meth:`read_context` computes it once per forward, and each
+    step adds only the state's share (the ``nn.GRUCell`` equations, with its parameters; the parity runs
+    train 1.3x faster than with a cell that recomputes the input's share at every step, README).
     """
 
     def __init__(self, state_dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.cell = nn.GRUCell(state_dim, state_dim)
 
-    def forward(self, state: Tensor, context: Tensor) -> Tensor:
-        return self.cell(context, state)
+    def read_context(self, context: Tensor) -> Tensor:
+        """``[B, 3 state_dim]``: the input's share of the reset, update and candidate gates."""
+        return F.linear(context, self.cell.weight_ih, self.cell.bias_ih)
+
+    def forward(self, state: Tensor, input_gates: Tensor) -> Tensor:
+        reset_in, update_in, candidate_in = input_gates.chunk(3, dim=-1)
+        reset_h, update_h, candidate_h = F.linear(state, self.cell.weight_hh, self.cell.bias_hh).chunk(3, dim=-1)
+        reset, update = torch.sigmoid(reset_in + reset_h), torch.sigmoid(update_in + update_h)
+        candidate = torch.tanh(candidate_in + reset * candidate_h)
+        return torch.lerp(candidate, state, update)  # (1 - z) n + z h
 
 
 class ConvBlock(nn.Module):
@@ -90,6 +104,9 @@ class ConvBlock(nn.Module):
             nn.GroupNorm(groups, channels), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
             nn.GroupNorm(groups, channels), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
         )
+
+    def read_context(self, context: Tensor) -> Tensor:
+        return context  # not read: the input reaches this block through s_0 only
 
     def forward(self, state: Tensor, context: Tensor) -> Tensor:
         return state + self.net(state)
@@ -110,9 +127,17 @@ class StepBlocks(nn.Module):
         self.tied = tied
         self.blocks = nn.ModuleList(_BLOCKS[kind](state_dim, hidden_dim) for _ in range(1 if tied else max_steps))
 
+    def read_context(self, context: Tensor) -> Tensor:
+        """What every step reads from the embedded input, computed once per forward when one block is shared
+        (an untied block reads it at its own step, which it runs once)."""
+        return self.blocks[0].read_context(context) if self.tied else context
+
     def forward(self, step: int, state: Tensor, context: Tensor) -> Tensor:
-        """``s_step`` from ``s_{step-1}``; ``step`` counts from 1."""
-        return self.blocks[0 if self.tied else step - 1](state, context)
+        """``s_step`` from ``s_{step-1}``; ``step`` counts from 1; ``context`` from :meth:`read_context`."""
+        if self.tied:
+            return self.blocks[0](state, context)
+        block = self.blocks[step - 1]
+        return block(state, block.read_context(context))
 
 
 class Embedding(nn.Module):

@@ -214,8 +214,8 @@ class SharedDepthNetwork(Classifier):
     def trace(self, inputs: Tensor, steps: int | None = None) -> Trace:
         """Run all ``steps`` steps on every sample, keeping each state, readout and halting logit."""
         steps = self.max_steps if steps is None else steps
-        context = self.embedding(inputs)
-        state = context
+        state = self.embedding(inputs)
+        context = self.blocks.read_context(state)
         states, step_logits, halt_logits = [state], [], []
         for step in range(1, steps + 1):
             state = self.blocks(step, state, context)
@@ -235,8 +235,8 @@ class SharedDepthNetwork(Classifier):
         """Per-sample early exit: a sample that halts leaves the batch, so it costs no further steps."""
         batch, num_classes = len(inputs), self.hparams.num_classes
         uniforms = self._uniforms(batch, mode, inputs.device, generator) if uniforms is None else uniforms
-        context = self.embedding(inputs)
-        state = context
+        state = self.embedding(inputs)
+        context = self.blocks.read_context(state)
         logits = torch.zeros(batch, num_classes, device=inputs.device)
         steps = torch.zeros(batch, dtype=torch.long, device=inputs.device)
         carry = torch.zeros(batch, device=inputs.device)

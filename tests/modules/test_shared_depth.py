@@ -55,6 +55,18 @@ def test_tied_network_has_one_parameter_set_whatever_its_depth(block):
     assert len(calls) == 4
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_gru_step_with_the_input_gates_read_once_is_the_gru_cell(tied):
+    model = small_network(block="gru", tied=tied, max_steps=3)
+    inputs = torch.randn(4, 6)
+    trace = model.trace(inputs)
+    state = model.embedding(inputs)
+    for step in range(1, 4):
+        cell = model.blocks.blocks[0 if tied else step - 1].cell
+        state = cell(model.embedding(inputs), state)  # nn.GRUCell recomputes the input's share at every step
+        torch.testing.assert_close(trace.states[step], state)
+
+
 def test_untied_fixed_depth_network_owns_only_the_blocks_it_runs():
     model = small_network(depth_controller="fixed", fixed_depth=3, tied=False, max_steps=8)
     assert len(model.blocks.blocks) == 3 and model.max_steps == 3
