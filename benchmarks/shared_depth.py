@@ -253,7 +253,8 @@ def part_parity(args, seed: int) -> list[dict]:
         model = SharedDepthNetwork(**{**PARITY, "input_shape": (bits,), **CONTROLLER_ARGS[controller]})
         callbacks = [LearningCurve(inputs[:2000], labels[:2000], args.curve_minutes)] if args.curve_minutes else []
         if args.curriculum:
-            callbacks.append(curriculum := NonzeroCurriculum(start=args.curriculum, increment=args.curriculum_increment))
+            callbacks.append(curriculum := NonzeroCurriculum(start=args.curriculum, increment=args.curriculum_increment,
+                                                                threshold=args.curriculum_threshold, eval_window=args.curriculum_window))
         seconds = train(model, data, minutes=args.minutes, callbacks=callbacks)
         accuracy, steps, halt_steps = evaluate(model, inputs, labels)
         sampled_accuracy, sampled_steps, _ = evaluate(model, inputs, labels, "sample")
@@ -320,6 +321,9 @@ def main() -> None:
     parser.add_argument("--curriculum", type=int, default=0,
                         help="parity: train on 1..N nonzeros first, widened as the model masters them (callbacks.curriculum; 0: none)")
     parser.add_argument("--curriculum_increment", type=int, default=4, help="parity: how much the curriculum widens the range at a time")
+    parser.add_argument("--curriculum_threshold", type=float, default=0.95, help="parity: the accuracy that widens the curriculum's range")
+    parser.add_argument("--curriculum_window", type=int, default=None,
+                        help="parity: the curriculum gates on the top N counts of its range (default: the whole range)")
     parser.add_argument("--parity_uniform_step_mix", type=float, default=0.5,
                         help="REINFORCE on parity: share of the uniform distribution in the block's per-step loss weights")
     args = parser.parse_args()

@@ -1,6 +1,7 @@
 """The nonzero curriculum: it widens the range only when the model masters it, and survives a resume."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -45,6 +46,30 @@ def test_a_model_at_chance_stays_on_the_first_range():
     assert curriculum.max_nonzero == 4 and data.max_nonzero == 4
 
 
+class AnswersUpTo(torch.nn.Module):
+    """A parity oracle for vectors with at most ``known`` nonzeros; beyond them it answers 0 (right half the time)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, known: int) -> None:
+        super().__init__()
+        self.known = known
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        answer = ((inputs == 1).sum(1) % 2) * ((inputs != 0).sum(1) <= self.known)
+        return torch.nn.functional.one_hot(answer, 2).float()
+
+
+@pytest.mark.parametrize("eval_window, expected", [(None, 0.875), (1, 0.5), (2, 0.75)])
+def test_the_gate_measures_the_whole_range_or_its_top_counts(eval_window, expected):
+    # range 1..4, a model that answers up to 3 nonzeros: 3/4 + 1/4 * 1/2 over the range, 1/2 on count 4 alone
+    data = parity_data()
+    curriculum = NonzeroCurriculum(start=4, eval_size=20_000, eval_window=eval_window)
+    curriculum.max_nonzero = 4
+    accuracy = curriculum.accuracy(SimpleNamespace(datamodule=data, global_step=0), AnswersUpTo(known=3))
+    assert accuracy == pytest.approx(expected, abs=0.015)
+
+
 def test_the_range_is_restored_from_the_checkpoint(tmp_path):
     torch.manual_seed(0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
@@ -64,7 +89,7 @@ def test_other_data_is_refused_with_a_message():
         quiet_trainer(max_steps=1, callbacks=[NonzeroCurriculum()]).fit(network, datamodule=ToyDataModule(num_samples=128, val_size=32, test_size=32))
 
 
-@pytest.mark.parametrize("options", [dict(start=0), dict(threshold=1.5), dict(every_n_steps=0)])
+@pytest.mark.parametrize("options", [dict(start=0), dict(threshold=1.5), dict(every_n_steps=0), dict(eval_window=0)])
 def test_bad_options_are_refused(options):
     with pytest.raises(ConfigError, match="NonzeroCurriculum"):
         NonzeroCurriculum(**options)
