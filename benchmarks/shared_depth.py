@@ -1,6 +1,6 @@
 """Weight-shared depth with learned halting: accuracy against depth, tied against untied, early exit, parity.
 
-Five parts, each measured side by side in one run (``modules.shared_depth.SharedDepthNetwork``):
+Six parts, each measured side by side in one run (``modules.shared_depth.SharedDepthNetwork``):
 
 1. ``fashion``: Fashion-MNIST, conv stem + one residual conv block (``--block residual_mlp``: a linear
    embedding of the pixels + one residual MLP block, about 30x cheaper on a CPU). Fixed depths ``--depths`` against the
@@ -15,13 +15,16 @@ Five parts, each measured side by side in one run (``modules.shared_depth.Shared
    whose GRU step reads the input's share of its gates once per forward (``GRUStepBlock.read_context``)
    against the same network calling ``nn.GRUCell`` at every step, ``--repeats`` fits of ``--gru_steps``
    training steps each, alternating, this thread's CPU time (median).
-5. ``parity``: REINFORCE, ACT and PonderNet on parity (``--bits``, training on 1..``--train_max``
+5. ``counts``: a parity checkpoint (``--checkpoint``, e.g. a CLI run's ``last.ckpt``) read count by count: accuracy
+   and mean halting step (thresholded) on ``--count_size`` fresh vectors with exactly k nonzeros, k = 1..bits.
+6. ``parity``: REINFORCE, ACT and PonderNet on parity (``--bits``, training on 1..``--train_max``
    nonzeros, testing on ``--test_min``..``--bits``; the defaults are the 64-bit task, ``--extrapolation``
    the 96-bit one of PonderNet), each trained for ``--minutes`` of wall-clock: test accuracy and mean steps.
 
     python benchmarks/shared_depth.py                                   # everything, 1 seed
     python benchmarks/shared_depth.py --parts fashion tied speed --epochs 3 --train_subset 20000
     python benchmarks/shared_depth.py --parts gru                         # the GRU step's speed-up
+    python benchmarks/shared_depth.py --parts counts --seeds 123 --checkpoint runs/depth_parity_reinforce/version_0/checkpoints/last.ckpt
     python benchmarks/shared_depth.py --parts parity --bits 16 --minutes 5
     python benchmarks/shared_depth.py --parts parity --extrapolation --minutes 20
     python benchmarks/shared_depth.py --seeds 0 1 2                      # the README's 3-seed tables
@@ -39,7 +42,7 @@ import torch  # noqa: E402
 from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 
 from callbacks.curriculum import NonzeroCurriculum  # noqa: E402
-from datamodules.synthetic import ParityDataModule  # noqa: E402
+from datamodules.synthetic import ParityDataModule, sample_parity  # noqa: E402
 from datamodules.vision import VisionDataModule  # noqa: E402
 from modules.halting import GRUStepBlock  # noqa: E402
 from modules.shared_depth import SharedDepthNetwork  # noqa: E402
@@ -241,6 +244,22 @@ def part_gru(args, seed: int) -> list[dict]:
     return [row]
 
 
+@torch.no_grad()
+def part_counts(args, seed: int) -> list[dict]:
+    model = SharedDepthNetwork.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
+    bits = model.hparams.input_shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for count in range(1, bits + 1):
+        inputs, labels, _ = sample_parity(args.count_size, bits, count, count, generator)
+        answer = model.infer(inputs)
+        rows.append(dict(part="counts", seed=seed, run=f"{count} nonzeros of {bits}",
+                         acc=100 * (answer.logits.argmax(-1) == labels).float().mean().item(), steps=answer.steps.float().mean().item()))
+    print(f"{args.checkpoint}: accuracy % / mean steps by number of nonzeros: "
+          + " ".join(f"{k}:{row['acc']:.0f}/{row['steps']:.1f}" for k, row in enumerate(rows, 1)), flush=True)
+    return rows
+
+
 def part_parity(args, seed: int) -> list[dict]:
     bits, train_max, test_min = (96, 48, 49) if args.extrapolation else (args.bits, args.train_max or args.bits, args.test_min)
     data = ParityDataModule(num_bits=bits, max_nonzero=train_max, test_min_nonzero=test_min, test_max_nonzero=bits,
@@ -281,7 +300,7 @@ def table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", default=["fashion", "tied", "speed", "parity"],
-                        choices=["fashion", "tied", "speed", "gru", "parity"])
+                        choices=["fashion", "tied", "speed", "gru", "counts", "parity"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data_dir", default="data")
@@ -305,6 +324,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval_batch", type=int, default=1000)
     parser.add_argument("--gru_steps", type=int, default=200, help="part gru: training steps per timed fit")
+    parser.add_argument("--checkpoint", default=None, help="part counts: the parity checkpoint to read")
+    parser.add_argument("--count_size", type=int, default=500, help="part counts: vectors per number of nonzeros")
     parser.add_argument("--controllers", nargs="+", default=["reinforce", "act", "pondernet"], choices=list(CONTROLLER_ARGS))
     parser.add_argument("--bits", type=int, default=64)
     parser.add_argument("--train_max", type=int, default=None)
@@ -329,6 +350,8 @@ def main() -> None:
     args = parser.parse_args()
     if any(depth > args.max_steps for depth in args.depths):
         parser.error(f"--depths {args.depths}: each must be <= --max_steps {args.max_steps}")
+    if "counts" in args.parts and not args.checkpoint:
+        parser.error("--parts counts reads a parity checkpoint: give --checkpoint")
     if "speed" in args.parts and not args.step_costs:
         parser.error("--parts speed times a REINFORCE model: give at least one --step_costs value")
     torch.set_num_threads(args.threads)
@@ -345,6 +368,8 @@ def main() -> None:
             rows += part_tied(args, seed)
         if "speed" in args.parts:
             rows += part_speed(args, seed, trained)
+        if "counts" in args.parts:
+            rows += part_counts(args, seed)
         if "gru" in args.parts:
             rows += part_gru(args, seed)
         if "parity" in args.parts:
