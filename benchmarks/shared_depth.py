@@ -269,7 +269,11 @@ def part_parity(args, seed: int) -> list[dict]:
     rows = []
     for controller in args.controllers:
         seed_everything(seed, verbose=False)
-        model = SharedDepthNetwork(**{**PARITY, "input_shape": (bits,), **CONTROLLER_ARGS[controller]})
+        if args.init_checkpoint:  # its weights and options, a fresh optimiser at --parity_lr
+            model = SharedDepthNetwork.load_from_checkpoint(args.init_checkpoint, map_location="cpu", lr=args.parity_lr)
+            controller = model.hparams.depth_controller
+        else:
+            model = SharedDepthNetwork(**{**PARITY, "input_shape": (bits,), **CONTROLLER_ARGS[controller]})
         callbacks = [LearningCurve(inputs[:2000], labels[:2000], args.curve_minutes)] if args.curve_minutes else []
         if args.curriculum:
             callbacks.append(curriculum := NonzeroCurriculum(start=args.curriculum, increment=args.curriculum_increment,
@@ -338,6 +342,9 @@ def main() -> None:
     parser.add_argument("--parity_state_dim", type=int, default=128)
     parser.add_argument("--parity_max_steps", type=int, default=20)
     parser.add_argument("--parity_lr", type=float, default=1e-3)
+    parser.add_argument("--init_checkpoint", default=None,
+                        help="parity: go on training this checkpoint's network (its options; a fresh Adam at --parity_lr) "
+                             "instead of a new one; give --curriculum its range and one --controllers")
     parser.add_argument("--cost_warmup_steps", type=int, default=5000, help="REINFORCE step-cost warm-up on parity")
     parser.add_argument("--curriculum", type=int, default=0,
                         help="parity: train on 1..N nonzeros first, widened as the model masters them (callbacks.curriculum; 0: none)")
