@@ -61,8 +61,8 @@ class LearningCurve(Callback):
     """Prints the thresholded test accuracy and mean steps on ``inputs`` every ``minutes`` of training (parity runs),
     and the accuracy of the readout at every step when every vector runs every step (what the policy can choose)."""
 
-    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, minutes: float) -> None:
-        self.inputs, self.labels, self.seconds = inputs, labels, 60 * minutes
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, minutes: float, checkpoint: str | None = None) -> None:
+        self.inputs, self.labels, self.seconds, self.checkpoint = inputs, labels, 60 * minutes, checkpoint
         self.start = self.last = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -75,18 +75,23 @@ class LearningCurve(Callback):
         ranges = [f", curriculum 1..{c.max_nonzero}" for c in trainer.callbacks if isinstance(c, NonzeroCurriculum)]
         print(f"curve: {(now - self.start) / 60:.1f} min, step {trainer.global_step}{''.join(ranges)}: acc {accuracy:.2f}%,"
               f" {steps:.2f} steps; readout at steps 1..{len(per_step)}: {per_step}", flush=True)
+        if self.checkpoint:  # a stopped run keeps what it has learnt
+            trainer.save_checkpoint(self.checkpoint)
         self.last = time.perf_counter()
 
 
 def train(model: SharedDepthNetwork, data, epochs: int | None = None, minutes: float | None = None,
-          callbacks: list[Callback] | None = None) -> float:
-    """Fit without validation; returns the seconds spent."""
+          callbacks: list[Callback] | None = None, checkpoint: str | None = None) -> float:
+    """Fit without validation, then save to ``checkpoint`` if given; returns the seconds spent."""
     trainer = Trainer(max_epochs=epochs if epochs is not None else -1, max_time={"minutes": minutes} if minutes else None,
                       accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks, **TRAINER)
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if checkpoint:
+        trainer.save_checkpoint(checkpoint)
+    return seconds
 
 
 @torch.no_grad()
@@ -274,11 +279,11 @@ def part_parity(args, seed: int) -> list[dict]:
             controller = model.hparams.depth_controller
         else:
             model = SharedDepthNetwork(**{**PARITY, "input_shape": (bits,), **CONTROLLER_ARGS[controller]})
-        callbacks = [LearningCurve(inputs[:2000], labels[:2000], args.curve_minutes)] if args.curve_minutes else []
+        callbacks = [LearningCurve(inputs[:2000], labels[:2000], args.curve_minutes, args.save_checkpoint)] if args.curve_minutes else []
         if args.curriculum:
             callbacks.append(curriculum := NonzeroCurriculum(start=args.curriculum, increment=args.curriculum_increment,
                                                                 threshold=args.curriculum_threshold, eval_window=args.curriculum_window))
-        seconds = train(model, data, minutes=args.minutes, callbacks=callbacks)
+        seconds = train(model, data, minutes=args.minutes, callbacks=callbacks, checkpoint=args.save_checkpoint)
         accuracy, steps, halt_steps = evaluate(model, inputs, labels)
         sampled_accuracy, sampled_steps, _ = evaluate(model, inputs, labels, "sample")
         counts = data.test_num_nonzero
@@ -345,6 +350,9 @@ def main() -> None:
     parser.add_argument("--init_checkpoint", default=None,
                         help="parity: go on training this checkpoint's network (its options; a fresh Adam at --parity_lr) "
                              "instead of a new one; give --curriculum its range and one --controllers")
+    parser.add_argument("--save_checkpoint", default=None,
+                        help="parity: save the trained network here at the end and at every learning-curve point "
+                             "(one --controllers; `cli.py test --ckpt_path` reads it)")
     parser.add_argument("--cost_warmup_steps", type=int, default=5000, help="REINFORCE step-cost warm-up on parity")
     parser.add_argument("--curriculum", type=int, default=0,
                         help="parity: train on 1..N nonzeros first, widened as the model masters them (callbacks.curriculum; 0: none)")
@@ -357,6 +365,8 @@ def main() -> None:
     args = parser.parse_args()
     if any(depth > args.max_steps for depth in args.depths):
         parser.error(f"--depths {args.depths}: each must be <= --max_steps {args.max_steps}")
+    if args.save_checkpoint and len(args.controllers) * len(args.seeds) > 1:
+        parser.error("--save_checkpoint keeps one parity run: give one --controllers and one --seeds")
     if "counts" in args.parts and not args.checkpoint:
         parser.error("--parts counts reads a parity checkpoint: give --checkpoint")
     if "speed" in args.parts and not args.step_costs:

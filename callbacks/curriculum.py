@@ -75,7 +75,11 @@ class NonzeroCurriculum(Callback):
         if accuracy >= self.threshold:
             self.max_nonzero = min(self.target, self.max_nonzero + self.increment)
             trainer.datamodule.max_nonzero = self.max_nonzero
-        pl_module.log_dict({"train/curriculum_max_nonzero": float(self.max_nonzero), "train/curriculum_acc": accuracy})
+        # one point per check, straight to the loggers: a value self.log'ged from a callback stays in the epoch's
+        # results and would be written again at every logging step until the next check
+        metrics = {"train/curriculum_max_nonzero": float(self.max_nonzero), "train/curriculum_acc": accuracy}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
 
     def state_dict(self) -> dict:
         return {"max_nonzero": self.max_nonzero}

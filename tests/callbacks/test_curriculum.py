@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
 
 from callbacks.curriculum import NonzeroCurriculum
 from datamodules.synthetic import ParityDataModule, ToyDataModule
@@ -44,6 +45,31 @@ def test_a_model_at_chance_stays_on_the_first_range():
     curriculum = NonzeroCurriculum(start=4, increment=2, threshold=0.9, every_n_steps=10, eval_size=500)
     quiet_trainer(max_steps=60, callbacks=[curriculum], limit_val_batches=0).fit(parity_network(lr=1e-9), datamodule=data)
     assert curriculum.max_nonzero == 4 and data.max_nonzero == 4
+
+
+class Recorder(Logger):
+    """A logger that keeps every (step, metrics) it is given."""
+
+    name, version = "recorder", 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[tuple[int, dict]] = []
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.points.append((step, metrics))
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+def test_each_check_is_logged_once():
+    recorder = Recorder()
+    curriculum = NonzeroCurriculum(start=4, increment=2, threshold=0.9, every_n_steps=10, eval_size=100)
+    quiet_trainer(max_steps=35, callbacks=[curriculum], limit_val_batches=0, logger=recorder, log_every_n_steps=1).fit(
+        parity_network(), datamodule=parity_data())
+    checks = [(step, sorted(m)) for step, m in recorder.points if any(k.startswith("train/curriculum") for k in m)]
+    assert checks == [(step, ["train/curriculum_acc", "train/curriculum_max_nonzero"]) for step in (10, 20, 30)]
 
 
 class AnswersUpTo(torch.nn.Module):
