@@ -80,9 +80,19 @@ class LearningCurve(Callback):
         self.last = time.perf_counter()
 
 
+class ReadableByCli(Callback):
+    """Names the module's class in the saved hyperparameters, as LightningCLI does, so ``cli.py test --ckpt_path`` reads
+    a checkpoint this script saved (without it the CLI takes the hyperparameters for a bare LightningModule's)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["hyper_parameters"]["_class_path"] = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+
+
 def train(model: SharedDepthNetwork, data, epochs: int | None = None, minutes: float | None = None,
           callbacks: list[Callback] | None = None, checkpoint: str | None = None) -> float:
     """Fit without validation, then save to ``checkpoint`` if given; returns the seconds spent."""
+    if checkpoint:
+        callbacks = [*(callbacks or []), ReadableByCli()]
     trainer = Trainer(max_epochs=epochs if epochs is not None else -1, max_time={"minutes": minutes} if minutes else None,
                       accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks, **TRAINER)
