@@ -9,13 +9,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
 from callbacks.curriculum import NonzeroCurriculum
+from cli import main
 from datamodules.synthetic import ParityDataModule, ToyDataModule
 from modules.errors import ConfigError
 from modules.shared_depth import SharedDepthNetwork
 from tests.cli_runs import fit_on_two_cpu_processes
 from tests.trainers import quiet_trainer
 
-PARITY = str(Path(__file__).resolve().parents[2] / "configs/depth_parity_reinforce.yaml")
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PARITY = str(CONFIGS / "depth_parity_reinforce.yaml")
 
 
 def parity_network(lr: float = 3e-3) -> SharedDepthNetwork:
@@ -119,6 +121,14 @@ def test_other_data_is_refused_with_a_message():
 def test_bad_options_are_refused(options):
     with pytest.raises(ConfigError, match="NonzeroCurriculum"):
         NonzeroCurriculum(**options)
+
+
+@pytest.mark.parametrize("config, top", [("depth_parity_reinforce.yaml", 64), ("depth_parity_extrapolation.yaml", 48)])
+def test_the_parity_configs_train_on_a_curriculum(config, top):
+    cli = main(["fit", f"--config={CONFIGS / config}", f"--config={CONFIGS / 'presets/smoke.yaml'}", "--data.init_args.train_size=1280"])
+    curriculum = next(callback for callback in cli.trainer.callbacks if isinstance(callback, NonzeroCurriculum))
+    assert (curriculum.max_nonzero, curriculum.target) == (8, top)
+    assert cli.datamodule.max_nonzero == 8
 
 
 def test_ddp_with_two_cpu_processes_keeps_one_range(tmp_path):
