@@ -68,6 +68,9 @@ class RecurrentAttentionModel(Classifier):
         policy_detach_state: the policy and baseline read a detached ``h_t`` (REINFORCE trains the location network only).
         policy_input_norm: the location network reads ``LayerNorm(h_t)``, independent of the core state's scale
             (an ablation; see :class:`modules.glimpse.LocationPolicy`).
+        clamp_location: a sampled location outside ``[-1, 1]^2`` is clamped onto the canvas edge (default); false
+            glimpses where it was sampled, and the sensor reads zeros beyond the edge (an ablation: clamped, every
+            sample past the edge gives the same glimpse).
         first_location: ``center`` (``l_0 = (0, 0)``) or ``random`` (uniform ``l_0``).
         baseline: control variate of the estimator: ``learned`` (per-step ``b_t = Linear(h_t)``),
             ``moving_average``, ``leave_one_out`` (each rollout's baseline is the mean reward of the other
@@ -103,6 +106,7 @@ class RecurrentAttentionModel(Classifier):
         learn_std: bool = False,
         policy_detach_state: bool = True,
         policy_input_norm: bool = False,
+        clamp_location: bool = True,
         first_location: Literal["center", "random"] = "center",
         baseline: RAMBaseline = "learned",
         reward: ClassificationReward = "correct",
@@ -179,7 +183,7 @@ class RecurrentAttentionModel(Classifier):
                 log_probs.append(policy.log_prob(sample).sum(-1))  # [B]: independent x and y
                 means.append(policy.mean.detach())
                 # the sensor reads outside the image as zeros; clamping keeps the eye on the canvas
-                location = sample.detach().clamp(-1.0, 1.0)
+                location = sample.detach().clamp(-1.0, 1.0) if self.hparams.clamp_location else sample.detach()
                 if self.baseline_net is not None:
                     baselines.append(self.baseline_net(hidden))
             locations.append(location)

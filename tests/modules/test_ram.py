@@ -136,6 +136,18 @@ def test_greedy_rollout_looks_at_the_policy_mean_and_is_repeatable():
     assert not torch.equal(sampled.locations, first.locations)
 
 
+@pytest.mark.parametrize("clamp", [True, False])
+def test_sampled_locations_are_clamped_onto_the_canvas_unless_told_otherwise(clamp):
+    torch.manual_seed(0)
+    model = small_model(location_std=1.0, clamp_location=clamp)
+    with torch.no_grad():
+        rollout = model.rollout(torch.rand(64, 1, 28, 28))
+    outside = rollout.locations.abs().amax() > 1.0  # std 1: a quarter of the samples are past the edge
+    assert outside != clamp
+    if not clamp:  # the sensor then reads zeros wherever the glimpse misses the image
+        assert torch.count_nonzero(model.glimpse.sensor(torch.ones(1, 1, 28, 28), torch.tensor([[3.0, 3.0]]))) == 0
+
+
 @pytest.mark.parametrize("policy", ["learned", "random"])
 def test_given_looks_replace_the_policy_and_match_glimpsing_there(policy):
     """``rollout(looks=...)`` glimpses exactly there: the same answer as a policy whose mean is those points."""
