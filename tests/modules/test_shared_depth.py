@@ -26,7 +26,6 @@ from tests.trainers import quiet_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs/presets/smoke.yaml")
-PARITY = str(ROOT / "configs/depth_parity_reinforce.yaml")
 MOONS = str(ROOT / "configs/depth_moons.yaml")
 CONTROLLERS = ["fixed", "reinforce", "act", "pondernet"]
 NO_VALIDATION = dict(limit_val_batches=0, num_sanity_val_steps=0)
