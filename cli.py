@@ -9,7 +9,7 @@ import sys
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from callbacks.checkpoint import BestAndLastCheckpoint
@@ -28,6 +28,15 @@ class GapbridgeCLI(LightningCLI):
         parser.add_lightning_class_args(RichProgressBar, "progress_bar")
         parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
         parser.add_lightning_class_args(RandomStateCheckpoint, "random_state")
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer with the default callbacks, less the progress bar where ``enable_progress_bar`` is false
+        (Lightning refuses a progress bar callback beside that flag)."""
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        if not config.get("enable_progress_bar", True):
+            callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
+        return self._instantiate_trainer(config, callbacks)
 
     def after_instantiate_classes(self) -> None:
         # before any run directory exists: a mismatch must not leave a half-made run behind

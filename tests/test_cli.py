@@ -29,6 +29,12 @@ def test_smoke_fit_through_cli_writes_nothing(tmp_path, vision_args):
     assert not (tmp_path / "runs").exists(), sorted(str(p) for p in (tmp_path / "runs").rglob("*"))
 
 
+def test_the_progress_bar_can_be_switched_off(tmp_path, vision_args):
+    # Lightning refuses enable_progress_bar=false beside a progress bar callback: the CLI leaves its own out
+    cli = main(["fit", f"--config={CLASSIFIER}", f"--config={SMOKE}", *vision_args, "--trainer.enable_progress_bar=false"])
+    assert cli.trainer.global_step == 1 and cli.trainer.progress_bar_callback is None
+
+
 def test_fit_writes_config_that_reproduces_the_run(tmp_path, vision_args):
     cli = main(["fit", f"--config={CLASSIFIER}", *vision_args, *FAST, "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"])
     log_dir = Path(cli.trainer.log_dir)
