@@ -16,7 +16,8 @@ Six parts, each measured side by side in one run (``modules.shared_depth.SharedD
    against the same network calling ``nn.GRUCell`` at every step, ``--repeats`` fits of ``--gru_steps``
    training steps each, alternating, this thread's CPU time (median).
 5. ``counts``: a parity checkpoint (``--checkpoint``, e.g. a CLI run's ``last.ckpt``) read count by count: accuracy
-   and mean halting step (thresholded) on ``--count_size`` fresh vectors with exactly k nonzeros, k = 1..bits.
+   and mean halting step (thresholded) on ``--count_size`` fresh vectors with exactly k nonzeros, k = 1..bits, and
+   the readout's accuracy at each of the first 6 steps when every vector runs them all (what the policy chooses between).
 6. ``parity``: REINFORCE, ACT and PonderNet on parity (``--bits``, training on 1..``--train_max``
    nonzeros, testing on ``--test_min``..``--bits``; the defaults are the 64-bit task, ``--extrapolation``
    the 96-bit one of PonderNet), each trained for ``--minutes`` of wall-clock: test accuracy and mean steps.
@@ -264,14 +265,19 @@ def part_counts(args, seed: int) -> list[dict]:
     model = SharedDepthNetwork.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
     bits = model.hparams.input_shape[0]
     generator = torch.Generator().manual_seed(seed)
+    shown = min(model.max_steps, 6)
     rows = []
     for count in range(1, bits + 1):
         inputs, labels, _ = sample_parity(args.count_size, bits, count, count, generator)
         answer = model.infer(inputs)
+        readouts = (model.trace(inputs, shown).step_logits.argmax(-1) == labels).float().mean(1) * 100
         rows.append(dict(part="counts", seed=seed, run=f"{count} nonzeros of {bits}",
-                         acc=100 * (answer.logits.argmax(-1) == labels).float().mean().item(), steps=answer.steps.float().mean().item()))
+                         acc=100 * (answer.logits.argmax(-1) == labels).float().mean().item(), steps=answer.steps.float().mean().item(),
+                         **{f"acc_step_{n}": value.item() for n, value in enumerate(readouts, 1)}))
     print(f"{args.checkpoint}: accuracy % / mean steps by number of nonzeros: "
           + " ".join(f"{k}:{row['acc']:.0f}/{row['steps']:.1f}" for k, row in enumerate(rows, 1)), flush=True)
+    print(f"the readout's accuracy % at steps 1..{shown}, every vector running every step (what the halting policy chooses between): "
+          + " ".join(f"{k}:" + "/".join(f"{row[f'acc_step_{n}']:.0f}" for n in range(1, shown + 1)) for k, row in enumerate(rows, 1)), flush=True)
     return rows
 
 
