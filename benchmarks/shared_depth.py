@@ -291,7 +291,8 @@ def part_parity(args, seed: int) -> list[dict]:
     for controller in args.controllers:
         seed_everything(seed, verbose=False)
         if args.init_checkpoint:  # its weights and options, a fresh optimiser at --parity_lr
-            model = SharedDepthNetwork.load_from_checkpoint(args.init_checkpoint, map_location="cpu", lr=args.parity_lr)
+            options = {} if args.halt_logit_penalty is None else {"halt_logit_penalty": args.halt_logit_penalty}
+            model = SharedDepthNetwork.load_from_checkpoint(args.init_checkpoint, map_location="cpu", lr=args.parity_lr, **options)
             controller = model.hparams.depth_controller
         else:
             model = SharedDepthNetwork(**{**PARITY, "input_shape": (bits,), **CONTROLLER_ARGS[controller]})
@@ -378,6 +379,9 @@ def main() -> None:
                         help="parity: the curriculum gates on the top N counts of its range (default: the whole range)")
     parser.add_argument("--parity_uniform_step_mix", type=float, default=0.5,
                         help="REINFORCE on parity: share of the uniform distribution in the block's per-step loss weights")
+    parser.add_argument("--halt_logit_penalty", type=float, default=None,
+                        help="REINFORCE on parity: weight of the mean squared halting logit in the loss (default: the "
+                             "module's 0, or the --init_checkpoint's own)")
     args = parser.parse_args()
     if any(depth > args.max_steps for depth in args.depths):
         parser.error(f"--depths {args.depths}: each must be <= --max_steps {args.max_steps}")
@@ -392,6 +396,8 @@ def main() -> None:
     FASHION.update(block=args.block, state_dim=args.state_dim, readout_norm=args.readout_norm, lr_schedule=args.lr_schedule)
     PARITY.update(state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
     CONTROLLER_ARGS["reinforce"].update(cost_warmup_steps=args.cost_warmup_steps, uniform_step_mix=args.parity_uniform_step_mix)
+    if args.halt_logit_penalty is not None:
+        CONTROLLER_ARGS["reinforce"].update(halt_logit_penalty=args.halt_logit_penalty)
     rows: list[dict] = []
     for seed in args.seeds:
         trained: dict = {}

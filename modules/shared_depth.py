@@ -92,6 +92,12 @@ class SharedDepthNetwork(Classifier):
             1: every step trained alike, whatever the policy uses). On Fashion-MNIST 0.2 beat 0.5: the
             steps the policy answers at get most of the training (README, issue 6).
         halt_bias_init: initial bias of the halting logit (negative: start by continuing).
+        halt_logit_penalty: weight ``c`` of ``c * mean(l_n^2)`` over the halting logits of every step, added to the
+            loss. Bounding ``lambda_n`` to ``[halt_prob_min, halt_prob_max]`` keeps the policy sampling both actions,
+            but not learning: the score ``d log pi / d l_n`` carries ``sigmoid'(l_n)``, which vanishes as ``|l_n|``
+            grows, while Adam, which divides by the gradient's own scale, goes on moving the weights along its
+            sign. On 64-bit parity the logits drifted to +-30..90 and the halting step froze (README, issue 6).
+            The penalty gives the logits a restoring pull that REINFORCE's gradient can balance (0: none).
         halting_reads_answer: the halting policy also reads how sure the readout's answer at the step is (the
             top class's log-odds and its log-margin over the runner-up, detached), not only the pooled state;
             see :func:`modules.halting.answer_confidence`.
@@ -138,6 +144,7 @@ class SharedDepthNetwork(Classifier):
         halt_prob_max: float = 0.98,
         uniform_step_mix: float = 0.5,
         halt_bias_init: float = -2.0,
+        halt_logit_penalty: float = 0.0,
         halting_reads_answer: bool = False,
         detach_halting_input: bool = False,
         cost_warmup_steps: int = 0,
@@ -166,6 +173,7 @@ class SharedDepthNetwork(Classifier):
                 "--model.init_args.baseline leave_one_out needs --model.init_args.num_halting_samples >= 2")
         require(baseline not in ("learned", "self_critical"),
                 f"--model.init_args.baseline {baseline} is not available for halting: use leave_one_out, moving_average or none")
+        require(halt_logit_penalty >= 0, f"--model.init_args.halt_logit_penalty must be >= 0, got {halt_logit_penalty}")
         require(cost_warmup_steps >= 0, f"--model.init_args.cost_warmup_steps must be >= 0, got {cost_warmup_steps}")
         require(eval_halting in ("threshold", "sample"), f"--model.init_args.eval_halting must be threshold or sample, got {eval_halting!r}")
         require_optimizer_options(lr, lr_schedule)
@@ -288,11 +296,14 @@ class SharedDepthNetwork(Classifier):
         inputs, labels = batch[0], batch[1]
         trace = self.trace(inputs)
         terms = self.controller.training_terms(trace.step_logits, trace.halt_logits, labels, self.cost_scale())
+        mean_square_logit = trace.halt_logits.float().square().mean()  # zero without a halting policy
+        loss = terms.loss + self.hparams.halt_logit_penalty * mean_square_logit if self.hparams.halt_logit_penalty else terms.loss
         if step_logs_due(self):
             expected_steps = (step_numbers(terms.halt_distribution) * terms.halt_distribution).sum(0).mean()
-            self.log_training(terms.loss, terms.logits, labels, task_loss=terms.task_loss, expected_steps=expected_steps,
-                              cost_scale=self.cost_scale(), **terms.logs)
-        return terms.loss
+            logs = dict(terms.logs, halt_logit_rms=mean_square_logit.detach().sqrt()) if self.halting_policy else terms.logs
+            self.log_training(loss, terms.logits, labels, task_loss=terms.task_loss, expected_steps=expected_steps,
+                              cost_scale=self.cost_scale(), **logs)
+        return loss
 
     def evaluate(self, batch, stage: str) -> None:
         """Accuracy and mean halting step under both halting rules; ``eval_halting``'s are logged unsuffixed."""

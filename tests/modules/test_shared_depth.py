@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import Callback, seed_everything
 
 from cli import main
-from datamodules.synthetic import ParityDataModule, ToyDataModule
+from datamodules.synthetic import ParityDataModule, ToyDataModule, sample_parity
 from datamodules.vision import VisionDataModule
 from modules.errors import ConfigError
 from modules.halting import (
@@ -150,6 +150,40 @@ def test_reinforce_halting_probabilities_stay_within_their_bounds():
     controller = ReinforceHalting(halt_prob_min=0.2, halt_prob_max=0.8)
     probabilities = controller.halt_probability(torch.tensor([-1e4, 0.0, 1e4]))
     assert torch.allclose(probabilities, torch.tensor([0.2, 0.5, 0.8]))
+
+
+def saturated_halting_after_training(penalty: float) -> tuple[float, float]:
+    """(rms halting logit before, after) 40 Adam steps of a parity network whose policy starts saturated at +40."""
+    seed_everything(0, verbose=False)
+    model = small_network(block="gru", max_steps=4, step_cost=0.0, halt_logit_penalty=penalty, lr=0.05)
+    with torch.no_grad():
+        model.halting_policy.linear.bias.fill_(40.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    inputs, labels, _ = sample_parity(64, 6, 1, 6, torch.Generator().manual_seed(0))
+    rms = lambda: model.trace(inputs).halt_logits.square().mean().sqrt().item()  # noqa: E731
+    before = rms()
+    for _ in range(40):
+        optimizer.zero_grad()
+        model.training_step((inputs, labels), 0).backward()
+        optimizer.step()
+    return before, rms()
+
+
+def test_halt_logit_penalty_brings_a_saturated_halting_policy_back_to_where_it_learns():
+    # the bounds keep a saturated policy sampling, but its score gradient is sigmoid'(40) ~ 4e-18: nothing moves it
+    before, after = saturated_halting_after_training(0.0)
+    assert after == pytest.approx(before, rel=0.02) and before > 35
+    before, after = saturated_halting_after_training(0.01)
+    assert after < 0.5 * before, (before, after)
+    # and it adds exactly c * mean(l^2) to the loss
+    model = small_network(block="gru", halt_logit_penalty=0.5)
+    inputs, labels, _ = sample_parity(8, 6, 1, 6, torch.Generator().manual_seed(1))
+    torch.manual_seed(2)
+    penalised = model.training_step((inputs, labels), 0)
+    model.hparams.halt_logit_penalty = 0.0
+    torch.manual_seed(2)
+    plain = model.training_step((inputs, labels), 0)
+    assert (penalised - plain).item() == pytest.approx(0.5 * model.trace(inputs).halt_logits.square().mean().item(), rel=1e-5)
 
 
 # --- early exit -----------------------------------------------------------------------------------
