@@ -95,8 +95,8 @@ class SharedDepthNetwork(Classifier):
         halt_logit_penalty: weight ``c`` of ``c * mean(l_n^2)`` over the halting logits of every step, added to the
             loss. Bounding ``lambda_n`` to ``[halt_prob_min, halt_prob_max]`` keeps the policy sampling both actions,
             but not learning: the score ``d log pi / d l_n`` carries ``sigmoid'(l_n)``, which vanishes as ``|l_n|``
-            grows, while Adam, which divides by the gradient's own scale, goes on moving the weights along its
-            sign. On 64-bit parity the logits drifted to +-30..90 and the halting step froze (README, issue 6).
+            grows, while Adam, which divides by the gradient's own scale, can go on moving the weights along its
+            sign. On 64-bit parity the logits reached +-30..90 and the halting step froze (README, issue 6).
             The penalty gives the logits a restoring pull that REINFORCE's gradient can balance (0: none).
         halting_reads_answer: the halting policy also reads how sure the readout's answer at the step is (the
             top class's log-odds and its log-margin over the runner-up, detached), not only the pooled state;
