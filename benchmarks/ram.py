@@ -1,6 +1,6 @@
 """Recurrent Attention Model: the batched retina's speed, an epoch's time, and learned vs random glimpses.
 
-Two parts, each measured side by side in one run:
+Three parts, each measured side by side in one run:
 
 1. ``sensor``: :class:`modules.glimpse.GlimpseSensor` (the whole batch and all scales read from one
    summed-area table by one ``gather``) vs a per-sample Python loop that slices each scale's patch out of a
@@ -17,10 +17,13 @@ Two parts, each measured side by side in one run:
    sampled rollouts (probabilities averaged). Bar: learned beats random by >= 5 points on cluttered 60x60.
    On translated and cluttered canvases, also where the greedy glimpses go: their mean distance to the
    object's centre, and the accuracy when they are all put on it (what a perfect policy would give).
+3. ``paths``: several rollouts of each image (``train_samples`` paths in training, M in evaluation) read from one
+   summed-area table per image against the same rollouts of the images repeated (``--part paths``, not in ``both``).
 
     python benchmarks/ram.py --part sensor
     python benchmarks/ram.py --part train --task cluttered60 --epochs 5
     python benchmarks/ram.py --part train --task 28 --epochs 3 --policies learned
+    python benchmarks/ram.py --part paths --task cluttered60 --clock cpu
     python benchmarks/ram.py --part train --policies learned --option policy_detach_state=false   # an ablation
 """
 
@@ -137,6 +140,39 @@ def compare_sensor(batch: int = 128, repeats: int = 50, clock: str = "wall") -> 
     print("bar >= 10x: " + "; ".join(verdicts) + "\n")
 
 
+def compare_paths(task: str, paths: int, mc_samples: int, repeats: int, clock: str, batch: int = 128) -> None:
+    """Several rollouts per image (``train_samples``, the M evaluation rollouts) read from one summed-area table per
+    image (``rollout(images, paths=S)``) vs the same rollouts of the images repeated S times (what the model did
+    before session 18): the rollouts of a training step, forward and backward, and an M-rollout evaluation forward."""
+    settings = TASKS[task]["model"]
+    model = RecurrentAttentionModel(**settings)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, *settings["image_shape"], generator=generator)
+    labels = torch.randint(0, 10, (batch,), generator=generator)
+    repeat = lambda n: images.repeat(n, *([1] * (images.dim() - 1)))  # noqa: E731
+
+    def train_step(repeated: bool):
+        def step():  # the rollouts hybrid_loss draws, and a loss through all of their parts (the rest is the same)
+            model.zero_grad(set_to_none=True)
+            rollout = model.rollout(repeat(paths)) if repeated else model.rollout(images, paths=paths)
+            (F.cross_entropy(rollout.logits, labels.repeat(paths)) + rollout.log_prob.sum() + rollout.baseline.sum()).backward()
+        return step
+
+    def evaluation(repeated: bool):
+        def forward():
+            with torch.no_grad():
+                return model.rollout(repeat(mc_samples)) if repeated else model.rollout(images, paths=mc_samples)
+        return forward
+
+    clock_fn = dict(wall=time.perf_counter, cpu=time.thread_time)[clock]
+    print(f"{task}, batch {batch}: one summed-area table per image vs the images repeated, {clock}-clock ms, medians of {repeats} in turn")
+    for name, functions in ((f"training step, {paths} paths per image", [train_step(False), train_step(True)]),
+                            (f"evaluation, M = {mc_samples} rollouts", [evaluation(False), evaluation(True)])):
+        one_table, repeated = timed_in_turn(functions, repeats, clock_fn)
+        print(f"{name:<36} one table {1000 * one_table:8.1f}   repeated {1000 * repeated:8.1f}   {repeated / one_table:5.2f}x")
+    print()
+
+
 # --- 2. training ---------------------------------------------------------------------------------
 
 class TestAccuracyCurve(Callback):
@@ -243,7 +279,8 @@ def compare_training(task: str, epochs: int, policies: list[str], dataset: str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["sensor", "train", "both"], default="both")
+    parser.add_argument("--part", choices=["sensor", "paths", "train", "both"], default="both",
+                        help="both: sensor and train")
     parser.add_argument("--task", choices=sorted(TASKS), default="cluttered60")
     parser.add_argument("--dataset", choices=["fashion_mnist", "mnist"], default="fashion_mnist")
     parser.add_argument("--epochs", type=int, default=5)
@@ -254,6 +291,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50, help="timings of each sensor (median)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="sensor timings: elapsed time, or this thread's CPU time (not inflated by other jobs)")
+    parser.add_argument("--paths", type=int, default=4, help="part paths: rollouts per training image (train_samples)")
+    parser.add_argument("--mc_samples", type=int, default=10, help="part paths: evaluation rollouts per image (M)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="any other RecurrentAttentionModel argument, e.g. --option policy_detach_state=false")
     args = parser.parse_args()
@@ -261,6 +300,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     if args.part in ("sensor", "both"):
         compare_sensor(repeats=args.repeats, clock=args.clock)
+    if args.part == "paths":
+        compare_paths(args.task, args.paths, args.mc_samples, max(5, args.repeats // 5), args.clock)
     if args.part in ("train", "both"):
         compare_training(args.task, args.epochs, args.policies, args.dataset, args.seed, location_std=args.location_std, lr=args.lr,
                          **options)

@@ -83,16 +83,21 @@ class GlimpseSensor(nn.Module):
         return self._grids[key]
 
     def read(self, table: Tensor, location: Tensor) -> Tensor:
-        """``table`` from :meth:`summed_area_table`, ``location`` [B, 2] as (x, y) in [-1, 1]
-        -> glimpses [B, num_scales, C, g, g] (float64)."""
+        """``table`` from :meth:`summed_area_table` of ``B`` images, ``location`` [S B, 2] as (x, y) in [-1, 1]
+        -> glimpses [S B, num_scales, C, g, g] (float64). Row ``s B + b`` reads image ``b``: one table serves ``S``
+        rollouts of every image (``S = 1``: one location per image), so no caller has to repeat the images."""
         batch, channels, rows, cols = table.shape  # rows = H + 1, cols = W + 1
+        reads = len(location)
+        require(reads % batch == 0, f"GlimpseSensor.read: {reads} locations for {batch} images; give a multiple of the images")
         base, half, first, last, stride = self._corner_grid(rows, cols, table.device)
         # every block corner's pixel edge, (x, y) = (column, row), clamped into the table (which reads the zero padding)
-        corners = torch.addcmul(base, location.float()[:, :, None, None], half)  # [B, 2, K, g+1]
+        corners = torch.addcmul(base, location.float()[:, :, None, None], half)  # [S B, 2, K, g+1]
         x, y = corners.clamp_(first, last).floor_().mul_(stride).unbind(1)
-        index = (y[..., :, None] + x[..., None, :]).long().view(batch, 1, -1)  # [B, 1, K (g+1)^2], flattened table
-        sums = table.flatten(2).gather(2, index if channels == 1 else index.expand(-1, channels, -1))
-        sums = sums.view(batch, channels, self.num_scales, self.glimpse_size + 1, self.glimpse_size + 1)
+        index = (y[..., :, None] + x[..., None, :]).long().view(reads // batch, batch, -1)  # [S, B, K (g+1)^2], flattened table
+        index = index.transpose(0, 1).reshape(batch, 1, -1)  # [B, 1, S K (g+1)^2]: each image's reads side by side
+        sums = table.flatten(2).gather(2, index if channels == 1 else index.expand(-1, channels, -1))  # [B, C, S K (g+1)^2]
+        sums = sums.view(batch, channels, reads // batch, -1).permute(2, 0, 1, 3)  # [S, B, C, K (g+1)^2]
+        sums = sums.reshape(reads, channels, self.num_scales, self.glimpse_size + 1, self.glimpse_size + 1)
         means = sums.diff(dim=-2).diff(dim=-1)  # [B, C, K, g, g] block sums
         if self.blocks[-1] > 1:
             means = means / self._block_area

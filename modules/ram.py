@@ -155,16 +155,18 @@ class RecurrentAttentionModel(Classifier):
     def _uniform_location(self, batch: int, reference: Tensor) -> Tensor:
         return torch.rand(batch, 2, device=reference.device) * 2 - 1
 
-    def rollout(self, images: Tensor, greedy: bool = False, looks: Tensor | None = None) -> Rollout:
+    def rollout(self, images: Tensor, greedy: bool = False, looks: Tensor | None = None, paths: int = 1) -> Rollout:
         """Glimpse ``T`` times; ``greedy`` looks at the policy's mean instead of sampling (random glimpses stay random).
 
-        ``looks`` [T-1, B, 2]: glimpse there instead of where the policy (or chance) would, for analysis
+        ``paths``: rollouts of every image, row ``s B + b`` of the result being path ``s`` of image ``b`` (the
+        images are not repeated: the sensor reads all paths from one summed-area table per image).
+        ``looks`` [T-1, paths B, 2]: glimpse there instead of where the policy (or chance) would, for analysis
         (e.g. on the object itself); no log-probabilities are then returned.
         """
-        batch = len(images)
+        batch = paths * len(images)
         steps = self.hparams.num_glimpses
         state = self.core.initial_state(batch, images)
-        table = self.glimpse.sensor.summed_area_table(images)  # built once: all T glimpses read from it
+        table = self.glimpse.sensor.summed_area_table(images)  # built once: all T glimpses of all paths read from it
         location = (images.new_zeros(batch, 2) if self.hparams.first_location == "center"
                     else self._uniform_location(batch, images))
         locations, log_probs, baselines, means = [location], [], [], []
@@ -209,10 +211,8 @@ class RecurrentAttentionModel(Classifier):
         the detached mean ``reward`` (with ``reward: correct``, the sampled rollouts' accuracy), and the rollout.
         """
         samples = self.hparams.train_samples
-        if samples > 1:
-            images = images.repeat(samples, *([1] * (images.dim() - 1)))
-            labels = labels.repeat(samples)
-        rollout = self.rollout(images)
+        labels = labels.repeat(samples)
+        rollout = self.rollout(images, paths=samples)
         logits = rollout.logits.float()
         cross_entropy = F.cross_entropy(logits, labels)
         reward = classification_reward(logits, labels, self.hparams.reward)  # [B]: of the final classification
@@ -252,7 +252,7 @@ class RecurrentAttentionModel(Classifier):
         if mc_samples:
             # M sampled rollouts in one batched pass; accuracy of the first m averaged probabilities for each m
             most = max(mc_samples)
-            logits = self.rollout(images.repeat(most, *([1] * (images.dim() - 1)))).logits
+            logits = self.rollout(images, paths=most).logits
             probs = logits.float().softmax(-1).reshape(most, len(images), -1)
             mean_probs = probs.cumsum(0)  # [M, B, K]; the argmax of a sum is the argmax of the mean
             for m in mc_samples:

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from modules.errors import ConfigError
 from modules.glimpse import GlimpseNetwork, GlimpseSensor
 
 
@@ -88,6 +89,18 @@ def test_one_table_per_batch_reads_the_same_glimpses_as_direct_calls():
     for location in torch.rand(5, 4, 2) * 2.4 - 1.2:  # off the pixel grid, some outside the image
         assert torch.equal(sensor.read(table, location).float(), sensor(images, location))
         assert torch.equal(network(images, location, table), network(images, location))
+
+
+def test_one_table_serves_several_paths_of_each_image():
+    """``S B`` locations read a table of ``B`` images: row ``s B + b`` is image ``b``, as if the images were repeated."""
+    torch.manual_seed(0)
+    images = torch.rand(4, 2, 20, 30)
+    sensor = GlimpseSensor(glimpse_size=4, num_scales=3)
+    location = torch.rand(3 * 4, 2) * 2.4 - 1.2
+    repeated = sensor.read(sensor.summed_area_table(images.repeat(3, 1, 1, 1)), location)
+    assert torch.equal(sensor.read(sensor.summed_area_table(images), location), repeated)
+    with pytest.raises(ConfigError, match="10 locations for 4 images"):
+        sensor.read(sensor.summed_area_table(images), location[:10])
 
 
 def test_a_bfloat16_module_reads_the_same_pixels():

@@ -136,6 +136,19 @@ def test_greedy_rollout_looks_at_the_policy_mean_and_is_repeatable():
     assert not torch.equal(sampled.locations, first.locations)
 
 
+def test_several_paths_per_image_are_the_rollouts_of_the_repeated_images():
+    """``paths=S`` (training's ``train_samples``, evaluation's M rollouts) draws exactly what repeating the images would."""
+    model = small_model(location_std=0.5)
+    images = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        paths = model.rollout(images, paths=3)
+        torch.manual_seed(3)
+        repeated = model.rollout(images.repeat(3, 1, 1, 1))
+    for field in ("logits", "locations", "log_prob", "baseline"):
+        assert torch.equal(getattr(paths, field), getattr(repeated, field)), field
+
+
 @pytest.mark.parametrize("clamp", [True, False])
 def test_sampled_locations_are_clamped_onto_the_canvas_unless_told_otherwise(clamp):
     torch.manual_seed(0)
