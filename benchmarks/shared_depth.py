@@ -17,7 +17,8 @@ Six parts, each measured side by side in one run (``modules.shared_depth.SharedD
    training steps each, alternating, this thread's CPU time (median).
 5. ``counts``: a parity checkpoint (``--checkpoint``, e.g. a CLI run's ``last.ckpt``) read count by count: accuracy
    and mean halting step (thresholded) on ``--count_size`` fresh vectors with exactly k nonzeros, k = 1..bits, and
-   the readout's accuracy at each of the first 6 steps when every vector runs them all (what the policy chooses between).
+   the readout's accuracy at each of the first 6 steps when every vector runs them all (what the policy chooses between),
+   and the range of the halting logits over every step (a saturated policy no longer learns).
 6. ``parity``: REINFORCE, ACT and PonderNet on parity (``--bits``, training on 1..``--train_max``
    nonzeros, testing on ``--test_min``..``--bits``; the defaults are the 64-bit task, ``--extrapolation``
    the 96-bit one of PonderNet), each trained for ``--minutes`` of wall-clock: test accuracy and mean steps.
@@ -60,10 +61,13 @@ CONTROLLER_ARGS = {
 
 class LearningCurve(Callback):
     """Prints the thresholded test accuracy and mean steps on ``inputs`` every ``minutes`` of training (parity runs),
-    and the accuracy of the readout at every step when every vector runs every step (what the policy can choose)."""
+    and the accuracy of the readout at every step when every vector runs every step (what the policy can choose).
+    ``train_range``: vectors of the training range, when the test range is another (extrapolation), read alongside."""
 
-    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, minutes: float, checkpoint: str | None = None) -> None:
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, minutes: float, checkpoint: str | None = None,
+                 train_range: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.inputs, self.labels, self.seconds, self.checkpoint = inputs, labels, 60 * minutes, checkpoint
+        self.train_range = train_range
         self.start = self.last = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -72,28 +76,30 @@ class LearningCurve(Callback):
             return
         accuracy, steps, _ = evaluate(pl_module, self.inputs, self.labels)
         per_step = step_accuracies(pl_module, self.inputs, self.labels)
+        seen = f" (training range: {evaluate(pl_module, *self.train_range)[0]:.2f}%)" if self.train_range else ""
         pl_module.train()
         ranges = [f", curriculum 1..{c.max_nonzero}" for c in trainer.callbacks if isinstance(c, NonzeroCurriculum)]
-        print(f"curve: {(now - self.start) / 60:.1f} min, step {trainer.global_step}{''.join(ranges)}: acc {accuracy:.2f}%,"
+        print(f"curve: {(now - self.start) / 60:.1f} min, step {trainer.global_step}{''.join(ranges)}: acc {accuracy:.2f}%{seen},"
               f" {steps:.2f} steps; readout at steps 1..{len(per_step)}: {per_step}", flush=True)
         if self.checkpoint:  # a stopped run keeps what it has learnt
-            trainer.save_checkpoint(self.checkpoint)
+            save_weights(trainer, self.checkpoint)
         self.last = time.perf_counter()
 
 
-class ReadableByCli(Callback):
-    """Names the module's class in the saved hyperparameters, as LightningCLI does, so ``cli.py test --ckpt_path`` reads
-    a checkpoint this script saved (without it the CLI takes the hyperparameters for a bare LightningModule's)."""
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["hyper_parameters"]["_class_path"] = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+def save_weights(trainer: Trainer, path: str) -> None:
+    """The module's weights and hyperparameters, no optimiser state (a third of the size: small enough to keep in
+    ``checkpoints/``; ``--init_checkpoint`` starts a fresh Adam anyway), with the module's class named as LightningCLI
+    names it, so ``cli.py test --ckpt_path`` reads it (otherwise the CLI takes them for a bare LightningModule's)."""
+    trainer.save_checkpoint(path, weights_only=True)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    module = trainer.lightning_module
+    checkpoint["hyper_parameters"]["_class_path"] = f"{type(module).__module__}.{type(module).__qualname__}"
+    torch.save(checkpoint, path)
 
 
 def train(model: SharedDepthNetwork, data, epochs: int | None = None, minutes: float | None = None,
           callbacks: list[Callback] | None = None, checkpoint: str | None = None) -> float:
     """Fit without validation, then save to ``checkpoint`` if given; returns the seconds spent."""
-    if checkpoint:
-        callbacks = [*(callbacks or []), ReadableByCli()]
     trainer = Trainer(max_epochs=epochs if epochs is not None else -1, max_time={"minutes": minutes} if minutes else None,
                       accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks, **TRAINER)
@@ -101,7 +107,7 @@ def train(model: SharedDepthNetwork, data, epochs: int | None = None, minutes: f
     trainer.fit(model, datamodule=data)
     seconds = time.perf_counter() - start
     if checkpoint:
-        trainer.save_checkpoint(checkpoint)
+        save_weights(trainer, checkpoint)
     return seconds
 
 
@@ -270,14 +276,19 @@ def part_counts(args, seed: int) -> list[dict]:
     for count in range(1, bits + 1):
         inputs, labels, _ = sample_parity(args.count_size, bits, count, count, generator)
         answer = model.infer(inputs)
-        readouts = (model.trace(inputs, shown).step_logits.argmax(-1) == labels).float().mean(1) * 100
+        trace = model.trace(inputs)
+        readouts = (trace.step_logits[:shown].argmax(-1) == labels).float().mean(1) * 100
         rows.append(dict(part="counts", seed=seed, run=f"{count} nonzeros of {bits}",
                          acc=100 * (answer.logits.argmax(-1) == labels).float().mean().item(), steps=answer.steps.float().mean().item(),
+                         halt_logit_min=trace.halt_logits.min().item(), halt_logit_max=trace.halt_logits.max().item(),
                          **{f"acc_step_{n}": value.item() for n, value in enumerate(readouts, 1)}))
     print(f"{args.checkpoint}: accuracy % / mean steps by number of nonzeros: "
           + " ".join(f"{k}:{row['acc']:.0f}/{row['steps']:.1f}" for k, row in enumerate(rows, 1)), flush=True)
     print(f"the readout's accuracy % at steps 1..{shown}, every vector running every step (what the halting policy chooses between): "
           + " ".join(f"{k}:" + "/".join(f"{row[f'acc_step_{n}']:.0f}" for n in range(1, shown + 1)) for k, row in enumerate(rows, 1)), flush=True)
+    low, high = min(row["halt_logit_min"] for row in rows), max(row["halt_logit_max"] for row in rows)
+    print(f"halting logits l_n over every step and count: {low:.1f}..{high:.1f} (sigmoid' is below 5e-5 beyond +-10, where"
+          " REINFORCE can hardly move them; see halt_logit_penalty)", flush=True)
     return rows
 
 
@@ -287,6 +298,8 @@ def part_parity(args, seed: int) -> list[dict]:
                             train_size=128 * 1000, val_size=100, test_size=args.parity_test_size, batch_size=128, seed=seed)
     data.setup()
     inputs, labels = test_split(data)
+    extrapolating = test_min > 1  # then also read the training range (2,000 fresh vectors), to tell unlearnt from not extrapolated
+    train_range = sample_parity(2000, bits, 1, train_max, torch.Generator().manual_seed(seed + 1))[:2] if extrapolating else None
     rows = []
     for controller in args.controllers:
         seed_everything(seed, verbose=False)
@@ -296,7 +309,7 @@ def part_parity(args, seed: int) -> list[dict]:
             controller = model.hparams.depth_controller
         else:
             model = SharedDepthNetwork(**{**PARITY, "input_shape": (bits,), **CONTROLLER_ARGS[controller]})
-        callbacks = [LearningCurve(inputs[:2000], labels[:2000], args.curve_minutes, args.save_checkpoint)] if args.curve_minutes else []
+        callbacks = [LearningCurve(inputs[:2000], labels[:2000], args.curve_minutes, args.save_checkpoint, train_range)] if args.curve_minutes else []
         if args.curriculum:
             callbacks.append(curriculum := NonzeroCurriculum(start=args.curriculum, increment=args.curriculum_increment,
                                                                 threshold=args.curriculum_threshold, eval_window=args.curriculum_window))
@@ -307,6 +320,7 @@ def part_parity(args, seed: int) -> list[dict]:
         low, high = counts <= counts.median(), counts > counts.median()
         row = dict(part="parity", seed=seed, run=f"{controller}, {bits} bits, train 1..{train_max}, test {test_min}..{bits}",
                    acc=accuracy, steps=steps, acc_sampled=sampled_accuracy, steps_sampled=sampled_steps,
+                   acc_training_range=evaluate(model, *train_range)[0] if extrapolating else None,
                    steps_few_nonzeros=halt_steps[low].float().mean().item(), steps_many_nonzeros=halt_steps[high].float().mean().item(),
                    train_s=seconds, train_steps=model.global_step if model._trainer is not None else None,
                    curriculum_max_nonzero=curriculum.max_nonzero if args.curriculum else None)
@@ -361,6 +375,7 @@ def main() -> None:
     parser.add_argument("--parity_test_size", type=int, default=10_000)
     parser.add_argument("--curve_minutes", type=float, default=0.0,
                         help="parity: print accuracy and steps on 2,000 test vectors every this many minutes (0: never)")
+    parser.add_argument("--parity_block", default="gru", choices=["gru", "residual_mlp"], help="parity: the step block")
     parser.add_argument("--parity_state_dim", type=int, default=128)
     parser.add_argument("--parity_max_steps", type=int, default=20)
     parser.add_argument("--parity_lr", type=float, default=1e-3)
@@ -394,7 +409,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     TRAINER.update(gradient_clip_val=args.gradient_clip_val or None)
     FASHION.update(block=args.block, state_dim=args.state_dim, readout_norm=args.readout_norm, lr_schedule=args.lr_schedule)
-    PARITY.update(state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
+    PARITY.update(block=args.parity_block, state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
     CONTROLLER_ARGS["reinforce"].update(cost_warmup_steps=args.cost_warmup_steps, uniform_step_mix=args.parity_uniform_step_mix)
     if args.halt_logit_penalty is not None:
         CONTROLLER_ARGS["reinforce"].update(halt_logit_penalty=args.halt_logit_penalty)

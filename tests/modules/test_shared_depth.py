@@ -381,3 +381,25 @@ def test_resume_continues_the_same_run(tmp_path, lr_schedule):
     """Resumed from last.ckpt, the run (weights, estimator statistics, RNG, the rate's schedule) ends where a straight run does."""
     assert_resumed_run_matches_straight_run([*toy_args(tmp_path), "--trainer.callbacks=[]", "--trainer.limit_val_batches=1",
                                              f"--model.init_args.lr_schedule={lr_schedule}"])
+
+
+# --- released checkpoints -----------------------------------------------------------------------
+
+# checkpoints/<name>: the range of nonzeros it is read on, and its accuracy in % on those 2,000 vectors when released
+RELEASED = {"parity64_seed1.ckpt": (1, 64, 70.60)}
+
+
+def test_every_released_checkpoint_is_checked():
+    assert sorted(path.name for path in (ROOT / "checkpoints").glob("*.ckpt")) == sorted(RELEASED)
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_released_checkpoint_loads_and_answers_as_recorded(name):
+    """The weights in checkpoints/ load with the current code and answer 2,000 fresh vectors as they did when released
+    (an untrained network is at chance), so a later session can go on training them and cli.py test reads them."""
+    low, high, recorded = RELEASED[name]
+    model = SharedDepthNetwork.load_from_checkpoint(ROOT / "checkpoints" / name, map_location="cpu").eval()
+    inputs, labels, _ = sample_parity(2000, model.hparams.input_shape[0], low, high, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        accuracy = 100 * (model.infer(inputs).logits.argmax(-1) == labels).float().mean().item()
+    assert accuracy == pytest.approx(recorded, abs=0.5)
