@@ -21,7 +21,8 @@ Six parts, each measured side by side in one run (``modules.shared_depth.SharedD
    and the range of the halting logits over every step (a saturated policy no longer learns).
 6. ``parity``: REINFORCE, ACT and PonderNet on parity (``--bits``, training on 1..``--train_max``
    nonzeros, testing on ``--test_min``..``--bits``; the defaults are the 64-bit task, ``--extrapolation``
-   the 96-bit one of PonderNet), each trained for ``--minutes`` of wall-clock: test accuracy and mean steps.
+   the 96-bit one of PonderNet), each trained for ``--minutes`` of wall-clock: test accuracy and mean steps;
+   on an extrapolation split also the training range's accuracy and the test accuracy by the number of +1 entries.
 
     python benchmarks/shared_depth.py                                   # everything, 1 seed
     python benchmarks/shared_depth.py --parts fashion tied speed --epochs 3 --train_subset 20000
@@ -128,6 +129,15 @@ def evaluate(model: SharedDepthNetwork, inputs: torch.Tensor, labels: torch.Tens
     predicted = torch.cat([r.logits.argmax(-1) for r in results])
     steps = torch.cat([r.steps for r in results])
     return 100 * (predicted == labels).float().mean().item(), steps.float().mean().item(), steps
+
+
+def accuracy_by_positives(model: SharedDepthNetwork, inputs: torch.Tensor, labels: torch.Tensor, least: int = 20) -> dict[int, float]:
+    """Accuracy in % (thresholded) by the number of +1 entries, the count parity is taken of, where >= ``least`` vectors have it."""
+    model.eval()
+    predicted = torch.cat([model.infer(x).logits.argmax(-1) for x in inputs.split(1000)])
+    positives = (inputs == 1).sum(dim=1)
+    return {count: round(100 * (predicted == labels)[positives == count].float().mean().item(), 1)
+            for count in positives.unique().tolist() if (positives == count).sum() >= least}
 
 
 def fashion_data(args) -> VisionDataModule:
@@ -326,6 +336,8 @@ def part_parity(args, seed: int) -> list[dict]:
                    curriculum_max_nonzero=curriculum.max_nonzero if args.curriculum else None)
         rows.append(row)
         print(row, flush=True)
+        if extrapolating:  # beyond the training range the +1 count itself is new: where does the answer break?
+            print("test accuracy by the number of +1 entries:", accuracy_by_positives(model, inputs, labels), flush=True)
     return rows
 
 
@@ -376,6 +388,8 @@ def main() -> None:
     parser.add_argument("--curve_minutes", type=float, default=0.0,
                         help="parity: print accuracy and steps on 2,000 test vectors every this many minutes (0: never)")
     parser.add_argument("--parity_block", default="gru", choices=["gru", "residual_mlp"], help="parity: the step block")
+    parser.add_argument("--parity_input_features", default="identity", choices=["identity", "crelu"],
+                        help="parity: what the embedding reads (crelu: each entry's positive and negative parts)")
     parser.add_argument("--parity_state_dim", type=int, default=128)
     parser.add_argument("--parity_max_steps", type=int, default=20)
     parser.add_argument("--parity_lr", type=float, default=1e-3)
@@ -409,7 +423,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     TRAINER.update(gradient_clip_val=args.gradient_clip_val or None)
     FASHION.update(block=args.block, state_dim=args.state_dim, readout_norm=args.readout_norm, lr_schedule=args.lr_schedule)
-    PARITY.update(block=args.parity_block, state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
+    PARITY.update(block=args.parity_block, input_features=args.parity_input_features, state_dim=args.parity_state_dim, max_steps=args.parity_max_steps, lr=args.parity_lr)
     CONTROLLER_ARGS["reinforce"].update(cost_warmup_steps=args.cost_warmup_steps, uniform_step_mix=args.parity_uniform_step_mix)
     if args.halt_logit_penalty is not None:
         CONTROLLER_ARGS["reinforce"].update(halt_logit_penalty=args.halt_logit_penalty)

@@ -35,6 +35,7 @@ from modules.policy_gradient import ScoreFunctionEstimator
 
 BlockKind = Literal["residual_mlp", "gru", "conv"]
 ControllerKind = Literal["fixed", "reinforce", "act", "pondernet"]
+InputFeatures = Literal["identity", "crelu"]
 
 
 def state_features(state: Tensor) -> Tensor:
@@ -140,27 +141,42 @@ class StepBlocks(nn.Module):
         return block(state, block.read_context(context))
 
 
+def crelu(inputs: Tensor) -> Tensor:
+    """``[relu(x), relu(-x)]`` along axis 1 (features, or channels of images): each entry's positive and
+    negative parts as separate features, the concatenated ReLU of Shang et al. 2016, lossless.
+
+    Why the embedding may want it: a linear map of ``x`` in ``{-1, 0, +1}^D`` adds the +1 and the -1
+    entries with opposite signs, so the number of +1 entries (what parity counts) is not a linear feature
+    of ``x``, while it is one of ``crelu(x)`` (the sum of its first half). For ternary inputs this is the
+    one-hot code of the nonzero values, i.e. a token embedding summed over positions.
+    """
+    return torch.cat([inputs.clamp(min=0), (-inputs).clamp(min=0)], dim=1)
+
+
 class Embedding(nn.Module):
     """Input to the initial state ``s_0`` (which the GRU step also reads as its context at every step).
 
-    Vectors, and images for a vector-state block: ``tanh(W flatten(x) + b)``. Images for the ``conv``
-    block: a conv stem, two 3x3 conv + max-pool stages to ``state_dim`` channels at a quarter of the
-    resolution.
+    Vectors, and images for a vector-state block: ``tanh(W flatten(f(x)) + b)``. Images for the ``conv``
+    block: a conv stem on ``f(x)``, two 3x3 conv + max-pool stages to ``state_dim`` channels at a quarter
+    of the resolution. ``f`` is the identity or :func:`crelu` (``features``), which doubles the inputs.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], state_dim: int, conv_stem: bool = False) -> None:
+    def __init__(self, input_shape: tuple[int, ...], state_dim: int, conv_stem: bool = False,
+                 features: InputFeatures = "identity") -> None:
         super().__init__()
+        self.features = features
+        width = 2 if features == "crelu" else 1
         if conv_stem:
-            channels = input_shape[0]
+            channels = width * input_shape[0]
             self.net = nn.Sequential(
                 nn.Conv2d(channels, state_dim // 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                 nn.Conv2d(state_dim // 2, state_dim, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             )
         else:
-            self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), state_dim), nn.Tanh())
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(width * math.prod(input_shape), state_dim), nn.Tanh())
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return self.net(inputs)
+        return self.net(crelu(inputs) if self.features == "crelu" else inputs)
 
 
 class Readout(nn.Module):

@@ -36,6 +36,7 @@ from modules.halting import (
     Embedding,
     FixedDepth,
     HaltingPolicy,
+    InputFeatures,
     PonderNetHalting,
     ReinforceHalting,
     Readout,
@@ -73,6 +74,9 @@ class SharedDepthNetwork(Classifier):
         input_shape: ``[D]`` for vectors (parity, 2-D toys) or ``[C, H, W]`` for images (must match the data).
         block: the step: ``residual_mlp`` (pre-norm feed-forward sublayer), ``gru`` (GRU cell re-reading
             the embedded input) or ``conv`` (residual conv block on a conv stem; images only).
+        input_features: what the embedding reads: ``identity`` (the input as it is) or ``crelu`` (each
+            entry's positive and negative parts as separate features, :func:`modules.halting.crelu`; on
+            parity it makes the count of +1 entries a linear feature, README, issue 6).
         state_dim: width of the state (channels for ``conv``).
         hidden_dim: hidden width inside the ``residual_mlp`` block.
         tied: one block shared by all steps (ALBERT) or one block per step (the untied baseline).
@@ -128,6 +132,7 @@ class SharedDepthNetwork(Classifier):
         num_classes: int = 2,
         input_shape: tuple[int, ...] = (64,),
         block: BlockKind = "gru",
+        input_features: InputFeatures = "identity",
         state_dim: int = 128,
         hidden_dim: int = 256,
         tied: bool = True,
@@ -162,6 +167,8 @@ class SharedDepthNetwork(Classifier):
         require(block in BlockKind.__args__, f"--model.init_args.block must be one of {BlockKind.__args__}, got {block!r}")
         require(block != "conv" or len(input_shape) == 3,
                 f"--model.init_args.block conv needs image inputs [C, H, W], got input_shape {list(input_shape)}: use residual_mlp or gru")
+        require(input_features in InputFeatures.__args__,
+                f"--model.init_args.input_features must be one of {InputFeatures.__args__}, got {input_features!r}")
         require(state_dim >= 2 and hidden_dim >= 1, f"--model.init_args.state_dim must be >= 2 and hidden_dim >= 1, got {state_dim}, {hidden_dim}")
         require(max_steps >= 1, f"--model.init_args.max_steps must be >= 1, got {max_steps}")
         require(depth_controller in ControllerKind.__args__,
@@ -180,7 +187,7 @@ class SharedDepthNetwork(Classifier):
         self.save_hyperparameters()
         self.controller = self._controller()
         steps = self.controller.train_steps(max_steps)  # a fixed-depth untied network owns only the blocks it uses
-        self.embedding = Embedding(tuple(input_shape), state_dim, conv_stem=block == "conv")
+        self.embedding = Embedding(tuple(input_shape), state_dim, conv_stem=block == "conv", features=input_features)
         self.blocks = StepBlocks(block, state_dim, hidden_dim, steps, tied)
         self.readout = Readout(state_dim, num_classes, readout_norm)
         self.halting_policy = HaltingPolicy(state_dim, halt_bias_init, halting_reads_answer) if self.controller.uses_policy else None

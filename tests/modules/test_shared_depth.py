@@ -17,6 +17,7 @@ from modules.halting import (
     Readout,
     ReinforceHalting,
     answer_confidence,
+    crelu,
     halting_distribution,
 )
 from modules.policy_gradient import ScoreFunctionEstimator
@@ -254,6 +255,25 @@ def test_mismatched_datamodule_and_bad_options_are_named():
         small_network(depth_controller="fixed", fixed_depth=9)
     with pytest.raises(ConfigError, match="halt_prob_min"):
         small_network(halt_prob_min=0.6, halt_prob_max=0.5)
+    with pytest.raises(ConfigError, match="input_features must be one of"):
+        small_network(input_features="one_hot")
+
+
+def test_crelu_input_makes_the_count_of_positive_entries_linear():
+    """Parity counts the +1 entries; a linear map of x cannot count them (the -1 entries enter with the
+    opposite sign), a linear map of crelu(x) can: the least-squares fit of the count is exact only on it."""
+    inputs, _, _ = sample_parity(500, 16, 1, 16, torch.Generator().manual_seed(0))
+    count = (inputs == 1).sum(dim=1, keepdim=True).float()
+    ones = torch.ones(len(inputs), 1)
+    residual = {name: (count - features @ torch.linalg.lstsq(features, count).solution).abs().max().item()
+                for name, features in (("identity", torch.cat([inputs, ones], 1)), ("crelu", torch.cat([crelu(inputs), ones], 1)))}
+    assert residual["crelu"] < 1e-3 and residual["identity"] > 1.0, residual
+    vectors = small_network(input_shape=(16,), input_features="crelu")
+    assert vectors.embedding.net[1].in_features == 32
+    assert vectors.infer(inputs[:4]).logits.shape == (4, 2)
+    images = SharedDepthNetwork(num_classes=10, input_shape=(1, 28, 28), block="conv", state_dim=8, max_steps=2, input_features="crelu")
+    assert images.embedding.net[0].in_channels == 2
+    assert images.infer(torch.randn(3, 1, 28, 28)).logits.shape == (3, 10)
 
 
 @pytest.mark.parametrize("readout_norm", [False, True])
@@ -386,7 +406,7 @@ def test_resume_continues_the_same_run(tmp_path, lr_schedule):
 # --- released checkpoints -----------------------------------------------------------------------
 
 # checkpoints/<name>: the range of nonzeros it is read on, and its accuracy in % on those 2,000 vectors when released
-RELEASED = {"parity64_seed1.ckpt": (1, 64, 99.30), "parity64_seed3.ckpt": (1, 64, 96.40)}
+RELEASED = {"parity64_seed1.ckpt": (1, 64, 99.30), "parity64_seed3.ckpt": (1, 64, 98.35)}
 
 
 def test_every_released_checkpoint_is_checked():
